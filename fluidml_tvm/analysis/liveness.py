@@ -1,0 +1,170 @@
+"""Lifetimes of the tensors a lowered Relax function allocates.
+
+Reads a function after ``CallTIRRewrite`` (explicit ``R.builtin.alloc_tensor``
+plus destination-passing calls) or after an arena rewrite
+(``R.memory.alloc_tensor`` on a storage).  A *step* is the index of a
+top-level binding; a tensor is live from the first step that touches it, or
+any alias of it, to the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from ..memory.sizes import static_nbytes
+
+_BUILTIN_ALLOC = tvm.ir.Op.get("relax.builtin.alloc_tensor")
+_MEMORY_ALLOC = tvm.ir.Op.get("relax.memory.alloc_tensor")
+_ALLOC_STORAGE = tvm.ir.Op.get("relax.memory.alloc_storage")
+_KILLS = {tvm.ir.Op.get("relax.memory.kill_tensor"), tvm.ir.Op.get("relax.memory.kill_storage")}
+# Make a new view of their argument's memory without reading or writing it.
+_VIEWS = {tvm.ir.Op.get(f"relax.{n}") for n in ("memory.ensure_zero_offset", "memory.view", "reshape")}
+
+
+@dataclass(frozen=True)
+class TensorAlloc:
+    """One allocation site: ``R.builtin.alloc_tensor`` or ``R.memory.alloc_tensor``."""
+
+    name: str
+    step: int
+    shape: tuple
+    dtype: str
+    device_index: int
+    scope: str
+    nbytes: int | None  # upper bound in bytes; None when a dimension has no bound
+    storage: str | None = None  # storage var, for allocations out of a storage
+    offset: int | None = None  # byte offset in that storage
+
+
+@dataclass(frozen=True)
+class DPSCall:
+    """A destination-passing call (PrimFunc or extern function) at one step."""
+
+    step: int
+    callee: str
+    args: tuple  # per argument: frozenset of the allocation names it may refer to
+
+
+@dataclass
+class FunctionLiveness:
+    """Allocation sites, their lifetimes, and what escapes the function."""
+
+    bindings: list
+    allocs: dict = field(default_factory=dict)  # name -> TensorAlloc
+    alloc_vars: dict = field(default_factory=dict)  # name -> the relax.Var bound to it
+    lifetimes: dict = field(default_factory=dict)  # name -> (first step, last step)
+    storages: dict = field(default_factory=dict)  # storage var name -> bytes (None if dynamic)
+    escaping: set = field(default_factory=set)  # names reachable from the return value
+    calls: list = field(default_factory=list)  # DPSCall, in step order
+
+    def live_at(self, step: int) -> list[str]:
+        return [n for n, (s, e) in self.lifetimes.items() if s <= step <= e]
+
+
+def function_liveness(func: relax.Function) -> FunctionLiveness:
+    """Walk the top-level bindings of ``func`` and compute lifetimes."""
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    upper = _upper_bounds(func)
+    info = FunctionLiveness(bindings=bindings)
+    roots: dict = {}  # relax.Var -> frozenset of allocation names it may alias
+
+    def touch(names, step):
+        for n in names:
+            s, e = info.lifetimes.get(n, (step, step))
+            info.lifetimes[n] = (min(s, step), max(e, step))
+
+    for step, binding in enumerate(bindings):
+        var, value = binding.var, binding.value
+        if isinstance(value, (relax.Var, relax.Tuple, relax.TupleGetItem)) or (
+            isinstance(value, relax.Call) and value.op in _VIEWS
+        ):
+            # An alias touches no data; its uses count for what it aliases.
+            roots[var] = _alias_roots(value, roots, _roots_of_free_vars(value, roots))
+            continue
+        if isinstance(binding, relax.MatchCast) or not isinstance(value, relax.Call):
+            used = _roots_of_free_vars(value, roots)
+            touch(used, step)
+            roots[var] = used
+            continue
+        if value.op.same_as(_BUILTIN_ALLOC) or value.op.same_as(_MEMORY_ALLOC):
+            name = var.name if var.name not in info.allocs else f"{var.name}#{step}"
+            info.allocs[name] = _alloc_site(name, var, value, step, upper)
+            info.alloc_vars[name] = var
+            roots[var] = frozenset([name])
+            continue
+        if value.op.same_as(_ALLOC_STORAGE):
+            size = value.args[0]
+            info.storages[var.name] = (
+                _const_int(size.values[0]) if isinstance(size, relax.ShapeExpr) else None
+            )
+            roots[var] = frozenset()
+            continue
+        if value.op in _KILLS:
+            roots[var] = frozenset()
+            continue
+        used = _roots_of_free_vars(value, roots)
+        touch(used, step)
+        if _returns_nothing(var):
+            callee = value.op.name_hint if isinstance(value.op, relax.GlobalVar) else str(value.op)
+            per_arg = tuple(_roots_of_free_vars(a, roots) for a in value.args)
+            info.calls.append(DPSCall(step, callee, per_arg))
+            roots[var] = frozenset()
+        else:
+            # A call that returns something may return (a view of) any argument.
+            roots[var] = used
+
+    ret = func.body.body
+    info.escaping = set(_roots_of_free_vars(ret, roots))
+    # A returned tensor stays live after the last step.
+    touch(info.escaping, len(bindings))
+    for name in info.allocs:
+        info.lifetimes.setdefault(name, (info.allocs[name].step, info.allocs[name].step))
+    return info
+
+
+def _roots_of_free_vars(expr, roots) -> frozenset:
+    if isinstance(expr, relax.Var):
+        return roots.get(expr, frozenset())
+    out = set()
+    for v in relax.analysis.free_vars(expr):
+        out |= roots.get(v, frozenset())
+    return frozenset(out)
+
+
+def _alias_roots(value, roots, used) -> frozenset:
+    """What a non-call binding may refer to: precise for tuple projection."""
+    if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Tuple):
+        return _roots_of_free_vars(value.tuple_value.fields[value.index], roots)
+    return used
+
+
+def _returns_nothing(var) -> bool:
+    ty = var.ty
+    return ty is None or (isinstance(ty, relax.TupleType) and len(ty.fields) == 0)
+
+
+def _alloc_site(name, var, call, step, upper) -> TensorAlloc:
+    ty = var.ty
+    shape = tuple(ty.shape.values) if isinstance(ty.shape, relax.ShapeExpr) else None
+    dtype = str(ty.dtype)
+    if call.op.same_as(_BUILTIN_ALLOC):
+        device_index, scope = _const_int(call.args[2]), str(call.args[3].value)
+        storage = offset = None
+    else:
+        device_index, scope = _const_int(call.args[4]), "global"
+        storage = call.args[0].name
+        offset = _const_int(call.args[1])
+    nbytes = static_nbytes(shape, dtype, upper) if shape is not None else None
+    return TensorAlloc(name, step, shape, dtype, device_index, scope, nbytes, storage, offset)
+
+
+def _upper_bounds(func) -> dict:
+    bounds = (func.attrs or {}).get("tir_var_upper_bound", {}) if func.attrs else {}
+    return {str(k): int(v) for k, v in bounds.items()}
+
+
+def _const_int(expr):
+    return int(expr.value) if isinstance(expr, tvm.tirx.IntImm) else None

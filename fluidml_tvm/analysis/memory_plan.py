@@ -1,0 +1,120 @@
+"""Decide where every intermediate tensor of a lowered Relax function lives."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from ..memory.plan import Interval, live_set_peak
+from ..memory.planners import get_planner
+from ..memory.sizes import align
+from ..rewrite.arena import StorageSpec
+from .inplace import inplace_merges
+from .liveness import function_liveness
+
+# Devices whose runtime can fold a byte offset into the data pointer on the host
+# (DeviceAPI::SupportsDevicePointerArithmeticsOnHost); others get whole-buffer reuse.
+OFFSET_CAPABLE_TARGETS = frozenset({"llvm", "c", "cuda"})
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str
+    nbytes: int
+    start: int
+    end: int
+    buffer: str  # the buffer it shares (itself unless written in place over another)
+    storage: int
+    offset: int
+
+
+@dataclass
+class FunctionMemoryPlan:
+    """A function's memory plan, and the figures that judge it."""
+
+    function: str
+    tensors: list = field(default_factory=list)  # PlannedTensor
+    storages: list = field(default_factory=list)  # StorageSpec
+    strategy: str = ""
+    inplace: list = field(default_factory=list)  # (input, output) pairs sharing memory
+    unplanned: dict = field(default_factory=dict)  # name -> reason left to TVM
+    live_set_lower_bound: int = 0  # largest live total over this order, before in-place
+    no_reuse_bytes: int = 0
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(s.nbytes for s in self.storages)
+
+    def placements(self, liveness) -> dict:
+        """``relax.Var -> (storage, offset)`` for the arena rewrite."""
+        return {liveness.alloc_vars[t.name]: (t.storage, t.offset) for t in self.tensors}
+
+
+def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool = True,
+                  offsets: bool = True):
+    """Plan ``func``: lifetimes, in-place merges, then one planner per device and scope.
+
+    Returns ``(FunctionMemoryPlan, FunctionLiveness)``.
+    """
+    liveness = function_liveness(func)
+    result = FunctionMemoryPlan(function=name)
+    candidates = {}
+    for n, alloc in liveness.allocs.items():
+        reason = _why_unplannable(alloc, liveness)
+        if reason:
+            result.unplanned[n] = reason
+        else:
+            candidates[n] = alloc
+    for n, reason in result.unplanned.items():
+        if reason.startswith("size"):
+            warnings.warn(f"fluidml_tvm: {name}: tensor {n} left to TVM's planner: {reason}")
+
+    merges = inplace_merges(mod, liveness, candidates) if inplace else []
+    result.inplace = merges
+    owner = {n: n for n in candidates}
+    for a, b in merges:  # b writes over a: b joins a's buffer
+        owner[b] = owner[a]
+    intervals = _buffer_intervals(candidates, liveness, owner)
+    tensor_intervals = [Interval(n, align(a.nbytes), *liveness.lifetimes[n]) for n, a in candidates.items()]
+    result.live_set_lower_bound = live_set_peak(tensor_intervals)
+    result.no_reuse_bytes = sum(iv.nbytes for iv in tensor_intervals)
+
+    groups: dict = {}
+    for iv in intervals:
+        alloc = candidates[iv.name]
+        groups.setdefault((alloc.device_index, alloc.scope), []).append(iv)
+    where = {}
+    strategies = []
+    for (device_index, scope), ivs in sorted(groups.items()):
+        plan = get_planner(planner if offsets else "shared_buffers")(ivs)
+        strategies.append(plan.strategy)
+        base = len(result.storages)
+        result.storages += [StorageSpec(nbytes, device_index, scope) for nbytes in plan.storages]
+        for buf, (s, off) in plan.placement.items():
+            where[buf] = (base + s, off)
+    result.strategy = "+".join(sorted(set(strategies)))
+    for n in sorted(candidates, key=lambda n: liveness.lifetimes[n]):
+        storage, offset = where[owner[n]]
+        start, end = liveness.lifetimes[n]
+        result.tensors.append(PlannedTensor(n, candidates[n].nbytes, start, end, owner[n], storage, offset))
+    return result, liveness
+
+
+def _why_unplannable(alloc, liveness) -> str | None:
+    if alloc.storage is not None:
+        return "already placed in a storage"
+    if alloc.name in liveness.escaping:
+        return "returned from the function"
+    if alloc.nbytes is None:
+        return f"size of shape {alloc.shape} has no static upper bound (set tir_var_upper_bound)"
+    return None
+
+
+def _buffer_intervals(candidates, liveness, owner) -> list:
+    spans: dict = {}
+    for n in candidates:
+        s, e = liveness.lifetimes[n]
+        b = owner[n]
+        lo, hi, size = spans.get(b, (s, e, 0))
+        spans[b] = (min(lo, s), max(hi, e), max(size, align(candidates[n].nbytes)))
+    return [Interval(b, size, lo, hi) for b, (lo, hi, size) in spans.items()]

@@ -1,0 +1,44 @@
+"""The objects a memory planner consumes and produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A buffer to place: ``nbytes`` live from step ``start`` to ``end`` inclusive."""
+
+    name: str
+    nbytes: int
+    start: int
+    end: int
+
+    def overlaps(self, other: "Interval") -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+
+@dataclass
+class MemoryPlan:
+    """Where each buffer lives: ``placement[name] = (storage index, byte offset)``."""
+
+    storages: list  # bytes of each storage; an arena plan has exactly one
+    placement: dict = field(default_factory=dict)
+    strategy: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.storages)
+
+
+def live_set_peak(intervals) -> int:
+    """The largest total of buffers live at one step: no placement can go below it."""
+    events = {}
+    for iv in intervals:
+        events[iv.start] = events.get(iv.start, 0) + iv.nbytes
+        events[iv.end + 1] = events.get(iv.end + 1, 0) - iv.nbytes
+    peak = live = 0
+    for step in sorted(events):
+        live += events[step]
+        peak = max(peak, live)
+    return peak

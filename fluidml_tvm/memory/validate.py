@@ -1,0 +1,74 @@
+"""Prove a planned function safe, reading only its final IR.
+
+Independent of the planner: it recomputes lifetimes from the IR and checks
+that every tensor fits its storage at an aligned offset, and that no two
+tensors live at the same step share a byte, except a pointwise kernel's output
+written over the input it reads for the last time.
+"""
+
+from __future__ import annotations
+
+from tvm import relax, tirx
+
+from ..analysis.liveness import function_liveness
+from ..analysis.pointwise import inplace_pairs
+from .sizes import ALIGNMENT
+
+
+class MemoryPlanError(RuntimeError):
+    """A memory plan that could corrupt data."""
+
+
+def validate_function(mod, func: relax.Function, name: str = "main") -> int:
+    """Raise MemoryPlanError on any violation; return the number of tensors checked."""
+    live = function_liveness(func)
+    errors = []
+    placed = [a for a in live.allocs.values() if a.storage is not None]
+    for a in placed:
+        size = live.storages.get(a.storage)
+        if a.offset is None or a.nbytes is None or size is None:
+            errors.append(f"{a.name}: offset, size or storage size is not static")
+            continue
+        if a.offset % ALIGNMENT:
+            errors.append(f"{a.name}: offset {a.offset} is not {ALIGNMENT}-byte aligned")
+        if a.offset + a.nbytes > size:
+            errors.append(f"{a.name}: [{a.offset}, {a.offset + a.nbytes}) exceeds {a.storage} of {size} bytes")
+    prim_funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    calls = {c.step: c for c in live.calls}
+    by_storage: dict = {}
+    for a in placed:
+        if a.offset is not None and a.nbytes is not None:
+            by_storage.setdefault(a.storage, []).append(a)
+    for tensors in by_storage.values():
+        tensors.sort(key=lambda a: a.offset)
+        for i, a in enumerate(tensors):
+            for b in tensors[i + 1:]:
+                if b.offset >= a.offset + a.nbytes:
+                    break
+                (sa, ea), (sb, eb) = live.lifetimes[a.name], live.lifetimes[b.name]
+                if sa > eb or sb > ea:
+                    continue
+                if not _legal_inplace(a, b, live, calls, prim_funcs):
+                    errors.append(
+                        f"{a.name} [{a.offset}, {a.offset + a.nbytes}) live {sa}..{ea} overlaps "
+                        f"{b.name} [{b.offset}, {b.offset + b.nbytes}) live {sb}..{eb}"
+                    )
+    if errors:
+        raise MemoryPlanError(f"invalid memory plan in {name}:\n  " + "\n  ".join(errors[:20]))
+    return len(placed)
+
+
+def _legal_inplace(a, b, live, calls, prim_funcs) -> bool:
+    """Overlap allowed only as an exact in-place write at the step one dies and the other is born."""
+    if (a.offset, a.nbytes) != (b.offset, b.nbytes):
+        return False
+    (sa, ea), (sb, eb) = live.lifetimes[a.name], live.lifetimes[b.name]
+    for src, dst, step in ((a, b, ea), (b, a, eb)):
+        first = live.lifetimes[dst.name][0]
+        call = calls.get(step)
+        if step != first or call is None or call.callee not in prim_funcs:
+            continue
+        for i, o in inplace_pairs(prim_funcs[call.callee]):
+            if call.args[i] == frozenset([src.name]) and call.args[o] == frozenset([dst.name]):
+                return True
+    return False

@@ -1,0 +1,89 @@
+"""The memory report: a plan's figures beside TVM's own planner on the same module."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import tvm
+from tvm import relax
+
+from .analysis.liveness import function_liveness
+from .analysis.memory_plan import plan_function
+from .analysis.scratch import scratch_by_callee
+from .transform.plan_memory import PLAN_ATTR
+
+
+@dataclass
+class FunctionReport:
+    """Memory figures of one Relax function, in bytes."""
+
+    function: str
+    arena_bytes: int
+    live_set_lower_bound: int  # over the order FluidML runs, before in-place reuse
+    tvm_order_lower_bound: int  # over TVM's own order
+    tvm_planner_bytes: int  # StaticPlanBlockMemory on the same module
+    no_reuse_bytes: int
+    kernel_scratch_peak_bytes: int  # largest scratch one kernel allocates for itself
+    strategy: str
+    tensors: list = field(default_factory=list)  # [name, bytes, start, end, buffer, storage, offset]
+    inplace: list = field(default_factory=list)
+    unplanned: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        def mb(n):
+            return f"{n / 2**20:.2f} MiB"
+
+        ratio = self.arena_bytes / self.tvm_planner_bytes if self.tvm_planner_bytes else float("nan")
+        bound = self.arena_bytes / self.tvm_order_lower_bound if self.tvm_order_lower_bound else float("nan")
+        return (
+            f"{self.function}: arena {mb(self.arena_bytes)} ({self.strategy}), "
+            f"TVM planner {mb(self.tvm_planner_bytes)} (x{ratio:.2f}), "
+            f"live-set bound of TVM's order {mb(self.tvm_order_lower_bound)} (x{bound:.3f}), "
+            f"no reuse {mb(self.no_reuse_bytes)}; {len(self.tensors)} tensors, "
+            f"{len(self.inplace)} in place, {len(self.unplanned)} left to TVM"
+        )
+
+
+@dataclass
+class MemoryReport:
+    functions: dict = field(default_factory=dict)  # name -> FunctionReport
+    plan_seconds: float = 0.0
+
+    def __getitem__(self, name) -> FunctionReport:
+        return self.functions[name]
+
+    def summary(self) -> str:
+        return "\n".join(f.summary() for f in self.functions.values())
+
+    def to_json(self) -> str:
+        return json.dumps({"plan_seconds": self.plan_seconds,
+                           "functions": {k: asdict(v) for k, v in self.functions.items()}}, indent=1)
+
+
+def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds: float = 0.0) -> MemoryReport:
+    """Compare each planned function with TVM on ``tvm_lowered`` (the same module, lowered in TVM's order)."""
+    tvm_planned = relax.transform.StaticPlanBlockMemory()(tvm_lowered)
+    report = MemoryReport(plan_seconds=plan_seconds)
+    for gv, func in planned.functions.items():
+        if not isinstance(func, relax.Function) or not (func.attrs and PLAN_ATTR in func.attrs):
+            continue
+        plan = json.loads(str(func.attrs[PLAN_ATTR]))
+        name = gv.name_hint
+        tvm_order, _ = plan_function(tvm_lowered, tvm_lowered[name], name, inplace=False)
+        tvm_storages = function_liveness(tvm_planned[name]).storages
+        scratch = scratch_by_callee(planned, function_liveness(func))
+        report.functions[name] = FunctionReport(
+            function=name,
+            arena_bytes=plan["arena_bytes"],
+            live_set_lower_bound=plan["live_set_lower_bound"],
+            tvm_order_lower_bound=tvm_order.live_set_lower_bound,
+            tvm_planner_bytes=sum(v or 0 for v in tvm_storages.values()),
+            no_reuse_bytes=plan["no_reuse_bytes"],
+            kernel_scratch_peak_bytes=max(scratch.values(), default=0),
+            strategy=plan["strategy"],
+            tensors=plan["tensors"],
+            inplace=plan["inplace"],
+            unplanned=plan["unplanned"],
+        )
+    return report

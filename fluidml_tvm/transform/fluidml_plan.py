@@ -1,0 +1,59 @@
+"""FluidMLPlan: the whole-model execution plan as one Relax pass."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from ..analysis.phase import is_dataflow_form, require_legalized, require_unplanned
+from .plan_memory import PLAN_ATTR, PlanMemory
+from .reorder_for_memory import ReorderForMemory
+
+
+@tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.FluidMLPlan")
+class FluidMLPlan:
+    """Plan execution order and memory of every Relax function.
+
+    Place it after fusion (``FuseOps``/``FuseTIR``) and before TVM's lowering
+    (``RewriteDataflowReshape`` ... ``StaticPlanBlockMemory``): there it picks a
+    memory-friendly order of each dataflow block, lowers to destination-passing
+    form itself, and plans one arena.  Placed after ``CallTIRRewrite`` it plans
+    the arena in the existing order.  Anywhere else it raises
+    ``PipelinePlacementError`` saying where it belongs.
+
+    Parameters
+    ----------
+    reorder : bool
+        Choose the execution order for memory (only possible before lowering).
+    planner : str
+        A name from ``fluidml_tvm.memory.planners.PLANNERS``; ``"best"`` runs
+        every arena heuristic and keeps the smallest.
+    inplace : bool
+        Let pointwise kernels write their output over an input at its last use.
+    validate : bool
+        Prove each plan with the validator inside the pass.
+    """
+
+    def __init__(self, reorder: bool = True, planner: str = "best", inplace: bool = True,
+                 validate: bool = False):
+        self.reorder = reorder
+        self.plan_memory = PlanMemory(planner=planner, inplace=inplace, validate=validate)
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+        for gv, func in funcs:
+            if func.attrs and PLAN_ATTR in func.attrs:
+                continue
+            require_legalized(func, gv.name_hint, "FluidMLPlan")
+            require_unplanned(func, gv.name_hint, "FluidMLPlan")
+        if any(is_dataflow_form(f) for _, f in funcs):
+            passes = [ReorderForMemory()] if self.reorder else []
+            # TVM's own dataflow lowering; the default pipeline's later copies are no-ops.
+            passes += [
+                relax.transform.RewriteDataflowReshape(),
+                relax.transform.ToNonDataflow(),
+                relax.transform.RemovePurityChecking(),
+                relax.transform.CallTIRRewrite(),
+            ]
+            mod = tvm.transform.Sequential(passes)(mod)
+        return self.plan_memory(mod)

@@ -1,0 +1,70 @@
+"""PlanMemory: put every intermediate tensor of each Relax function in one arena."""
+
+from __future__ import annotations
+
+import json
+
+import tvm
+from tvm import relax
+
+from ..analysis.memory_plan import OFFSET_CAPABLE_TARGETS, plan_function
+from ..analysis.phase import require_lowered
+from ..memory.validate import validate_function
+from ..rewrite.arena import rewrite_function
+
+PLAN_ATTR = "fluidml_tvm.memory_plan"
+
+
+@tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.PlanMemory")
+class PlanMemory:
+    """Plan offsets of all ``R.builtin.alloc_tensor`` in one arena per device and scope.
+
+    Runs on the lowered form: after ``CallTIRRewrite``, before
+    ``StaticPlanBlockMemory`` (which then only sees what is left: returned
+    tensors and tensors without a static size bound).  Each planned function
+    gets a ``fluidml_tvm.memory_plan`` attribute with the plan as JSON.
+    """
+
+    def __init__(self, planner: str = "best", inplace: bool = True, validate: bool = False):
+        self.planner = planner
+        self.inplace = inplace
+        self.validate = validate
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        target = tvm.target.Target.current(allow_none=True)
+        offsets = target is None or target.kind.name in OFFSET_CAPABLE_TARGETS
+        out = mod
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or (func.attrs and PLAN_ATTR in func.attrs):
+                continue
+            require_lowered(func, gv.name_hint, "fluidml_tvm.PlanMemory")
+            plan, liveness = plan_function(mod, func, gv.name_hint, planner=self.planner,
+                                           inplace=self.inplace, offsets=offsets)
+            if not plan.tensors:
+                continue
+            new_func = rewrite_function(func, plan.placements(liveness), plan.storages)
+            new_func = new_func.with_attr(PLAN_ATTR, json.dumps(plan_to_json(plan)))
+            if self.validate:
+                validate_function(mod, new_func, gv.name_hint)
+            out = _with_function(out, gv, new_func)
+        return out
+
+
+def _with_function(mod, gv, func):
+    mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), mod.attrs)
+    mod[gv] = func
+    return mod
+
+
+def plan_to_json(plan) -> dict:
+    return {
+        "function": plan.function,
+        "strategy": plan.strategy,
+        "arena_bytes": plan.arena_bytes,
+        "live_set_lower_bound": plan.live_set_lower_bound,
+        "no_reuse_bytes": plan.no_reuse_bytes,
+        "storages": [[s.nbytes, s.device_index, s.scope] for s in plan.storages],
+        "tensors": [[t.name, t.nbytes, t.start, t.end, t.buffer, t.storage, t.offset] for t in plan.tensors],
+        "inplace": [list(p) for p in plan.inplace],
+        "unplanned": plan.unplanned,
+    }
