@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax
 
 _DPS_CALLS = frozenset({"relax.call_tir", "relax.call_tir_inplace", "relax.call_dps_packed"})
@@ -10,6 +11,7 @@ _DPS_CALLS = frozenset({"relax.call_tir", "relax.call_tir_inplace", "relax.call_
 _KEPT_AFTER_LEGALIZE = frozenset({"relax.reshape"})
 
 
+@tvm_ffi.register_error
 class PipelinePlacementError(RuntimeError):
     """A FluidML pass was placed where its input form is not available."""
 

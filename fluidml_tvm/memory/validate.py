@@ -8,6 +8,7 @@ written over the input it reads for the last time.
 
 from __future__ import annotations
 
+import tvm_ffi
 from tvm import relax, tirx
 
 from ..analysis.liveness import function_liveness
@@ -15,6 +16,7 @@ from ..analysis.pointwise import inplace_pairs
 from .sizes import ALIGNMENT
 
 
+@tvm_ffi.register_error
 class MemoryPlanError(RuntimeError):
     """A memory plan that could corrupt data."""
 

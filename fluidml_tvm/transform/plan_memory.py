@@ -40,9 +40,7 @@ class PlanMemory:
             require_lowered(func, gv.name_hint, "fluidml_tvm.PlanMemory")
             plan, liveness = plan_function(mod, func, gv.name_hint, planner=self.planner,
                                            inplace=self.inplace, offsets=offsets)
-            if not plan.tensors:
-                continue
-            new_func = rewrite_function(func, plan.placements(liveness), plan.storages)
+            new_func = rewrite_function(func, plan.placements(liveness), plan.storages) if plan.tensors else func
             new_func = new_func.with_attr(PLAN_ATTR, json.dumps(plan_to_json(plan)))
             if self.validate:
                 validate_function(mod, new_func, gv.name_hint)

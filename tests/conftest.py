@@ -1,0 +1,35 @@
+"""Shared fixtures: small Relax modules at each stage of TVM's pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from fluidml_tvm.pipeline import stages
+
+TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+
+
+def run_stages(mod, *names, target=TARGET, **options):
+    parts = stages(target, **options)
+    with target:
+        return tvm.transform.Sequential([p for n in names for p in parts[n]])(mod)
+
+
+def run_vm(executable, inputs):
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    return [o.numpy() for o in out] if isinstance(out, (list, tuple, tvm.ir.Array)) else [out.numpy()]
+
+
+def assert_close(actual, expected, rel=1e-4):
+    for a, e in zip(actual, expected):
+        scale = max(float(np.abs(e).max()), 1e-6)
+        assert float(np.abs(a - e).max()) / scale <= rel
+
+
+@pytest.fixture
+def target():
+    return TARGET

@@ -1,0 +1,106 @@
+"""FluidMLPlan in users' pipelines: where it may go, and what it gives."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+import fluidml_tvm
+from fluidml_tvm.targets import resolve_target
+from fluidml_tvm.memory.validate import validate_function
+from fluidml_tvm.transform import FluidMLPlan, PipelinePlacementError, PlanMemory
+
+from conftest import TARGET, assert_close, run_stages, run_vm
+
+
+@tvm.script.ir_module
+class Block:
+    @R.function
+    def main(x: R.Tensor((16, 32), "float32"), w: R.Tensor((32, 32), "float32")):
+        with R.dataflow():
+            a = R.matmul(x, w)
+            b = R.nn.softmax(a, axis=-1)
+            c = R.add(b, x)
+            d = R.reshape(c, (32, 16))
+            e = R.exp(d)
+            f = R.nn.relu(R.matmul(x, w))
+            g = R.add(R.reshape(e, (16, 32)), f)
+            R.output(g)
+        return g
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((16, 32)).astype("float32"), rng.standard_normal((32, 32)).astype("float32")]
+
+
+def reference():
+    return run_vm(tvm.compile(Block, TARGET, relax_pipeline=relax.get_default_pipeline(TARGET)), inputs())
+
+
+def test_get_pipeline_composes_with_tvm_compile():
+    ex = tvm.compile(Block, TARGET, relax_pipeline=fluidml_tvm.get_pipeline(TARGET, validate=True))
+    assert_close(run_vm(ex, inputs()), reference(), rel=1e-5)
+
+
+def test_after_fusion_in_a_users_sequential():
+    fused = run_stages(Block, "fuse")
+    with TARGET:
+        planned = tvm.transform.Sequential([FluidMLPlan(validate=True)])(fused)
+    assert "R.memory.alloc_storage" in planned["main"].script()
+    assert validate_function(planned, planned["main"]) > 0
+    final = run_stages(planned, "lower", "finalize")
+    assert_close(run_vm(tvm.compile(final, TARGET, relax_pipeline=None), inputs()), reference(), rel=1e-5)
+
+
+def test_after_call_tir_rewrite_plans_without_reordering():
+    lowered = run_stages(Block, "fuse", "lower")
+    with TARGET:
+        planned = FluidMLPlan(validate=True)(lowered)
+    assert validate_function(planned, planned["main"]) > 0
+    final = run_stages(planned, "finalize")
+    assert_close(run_vm(tvm.compile(final, TARGET, relax_pipeline=None), inputs()), reference(), rel=1e-5)
+
+
+def test_before_legalization_is_refused_with_the_op_named():
+    with pytest.raises(PipelinePlacementError, match=r"relax\.matmul.*LegalizeOps"):
+        FluidMLPlan()(Block)
+
+
+def test_after_static_plan_block_memory_is_refused():
+    planned_by_tvm = relax.transform.StaticPlanBlockMemory()(run_stages(Block, "fuse", "lower"))
+    with pytest.raises(PipelinePlacementError, match="before StaticPlanBlockMemory"):
+        FluidMLPlan()(planned_by_tvm)
+
+
+def test_plan_memory_alone_wants_lowered_form():
+    with pytest.raises(PipelinePlacementError, match="CallTIRRewrite"):
+        PlanMemory()(run_stages(Block, "fuse"))
+
+
+def test_running_twice_is_a_no_op():
+    once = run_stages(Block, "fuse", "plan")
+    with TARGET:
+        twice = FluidMLPlan()(once)
+    tvm.ir.assert_structural_equal(once, twice)
+
+
+def test_one_arena_and_in_place_softmax():
+    ex = fluidml_tvm.compile(Block, TARGET)
+    plan = ex.report["main"]
+    assert len(ex.module["main"].script().split("R.memory.alloc_storage")) == 2  # exactly one arena
+    assert plan.inplace, "softmax/add/exp may write over their inputs"
+    assert plan.arena_bytes <= plan.tvm_planner_bytes
+    assert plan.arena_bytes <= plan.tvm_order_lower_bound
+    assert_close(run_vm(ex.executable, inputs()), reference(), rel=1e-5)
+
+
+def test_opencl_targets_reuse_whole_buffers_without_offsets():
+    mali = resolve_target("mali")
+    fused = run_stages(Block, "fuse", target=mali)
+    with mali:
+        planned = FluidMLPlan()(fused)
+    script = planned["main"].script()
+    assert "ensure_zero_offset" not in script
+    assert "R.memory.alloc_storage" in script
