@@ -70,34 +70,40 @@ def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool 
             warnings.warn(f"fluidml_tvm: {name}: tensor {n} left to TVM's planner: {reason}")
 
     merges = inplace_merges(mod, liveness, candidates) if inplace else []
-    result.inplace = merges
-    owner = {n: n for n in candidates}
-    for a, b in merges:  # b writes over a: b joins a's buffer
-        owner[b] = owner[a]
-    intervals = _buffer_intervals(candidates, liveness, owner)
     tensor_intervals = [Interval(n, align(a.nbytes), *liveness.lifetimes[n]) for n, a in candidates.items()]
     result.live_set_lower_bound = live_set_peak(tensor_intervals)
     result.no_reuse_bytes = sum(iv.nbytes for iv in tensor_intervals)
-
-    groups: dict = {}
-    for iv in intervals:
-        alloc = candidates[iv.name]
-        groups.setdefault((alloc.device_index, alloc.scope), []).append(iv)
-    where = {}
-    strategies = []
-    for (device_index, scope), ivs in sorted(groups.items()):
-        plan = get_planner(planner if offsets else "shared_buffers")(ivs)
-        strategies.append(plan.strategy)
-        base = len(result.storages)
-        result.storages += [StorageSpec(nbytes, device_index, scope) for nbytes in plan.storages]
-        for buf, (s, off) in plan.placement.items():
-            where[buf] = (base + s, off)
-    result.strategy = "+".join(sorted(set(strategies)))
+    # In-place reuse lowers the live set but makes long buffers that can fragment
+    # the arena: plan with and without it and keep the smaller.
+    options = [_place(candidates, liveness, m, planner, offsets) for m in ([merges, []] if merges else [[]])]
+    where, storages, strategies, owner, result.inplace = min(options, key=lambda o: sum(s.nbytes for s in o[1]))
+    result.storages = storages
+    result.strategy = "+".join(sorted(set(strategies))) + ("+inplace" if result.inplace else "")
     for n in sorted(candidates, key=lambda n: liveness.lifetimes[n]):
         storage, offset = where[owner[n]]
         start, end = liveness.lifetimes[n]
         result.tensors.append(PlannedTensor(n, candidates[n].nbytes, start, end, owner[n], storage, offset))
     return result, liveness
+
+
+def _place(candidates, liveness, merges, planner, offsets):
+    """Run the planner per (device, scope) with ``merges`` applied."""
+    owner = {n: n for n in candidates}
+    for a, b in merges:  # b writes over a: b joins a's buffer
+        owner[b] = owner[a]
+    groups: dict = {}
+    for iv in _buffer_intervals(candidates, liveness, owner):
+        alloc = candidates[iv.name]
+        groups.setdefault((alloc.device_index, alloc.scope), []).append(iv)
+    where, storages, strategies = {}, [], []
+    for (device_index, scope), ivs in sorted(groups.items()):
+        plan = get_planner(planner if offsets else "shared_buffers")(ivs)
+        strategies.append(plan.strategy)
+        base = len(storages)
+        storages += [StorageSpec(nbytes, device_index, scope) for nbytes in plan.storages]
+        for buf, (s, off) in plan.placement.items():
+            where[buf] = (base + s, off)
+    return where, storages, strategies, owner, list(merges)
 
 
 def _why_unplannable(alloc, liveness) -> str | None:

@@ -55,6 +55,18 @@ def greedy_by_start(intervals) -> MemoryPlan:
     return best_fit(intervals, lambda iv: (iv.start, -iv.nbytes, iv.name), "greedy_by_start")
 
 
+def greedy_by_duration(intervals) -> MemoryPlan:
+    """Long-lived buffers first: they fragment the arena least at the bottom."""
+    return best_fit(intervals, lambda iv: (iv.start - iv.end, -iv.nbytes, iv.start, iv.name),
+                    "greedy_by_duration")
+
+
+def greedy_by_area(intervals) -> MemoryPlan:
+    """Largest bytes x lifetime first."""
+    return best_fit(intervals, lambda iv: (-iv.nbytes * (iv.end - iv.start + 1), iv.start, iv.name),
+                    "greedy_by_area")
+
+
 def greedy_by_breadth(intervals) -> MemoryPlan:
     """TFLite's greedy-by-breadth: buffers of the fullest steps first."""
     live: dict = {}
@@ -70,7 +82,7 @@ def greedy_by_breadth(intervals) -> MemoryPlan:
 def best_arena(intervals) -> MemoryPlan:
     """Run every arena heuristic and keep the smallest arena (XLA keeps the better of two)."""
     intervals = list(intervals)
-    plans = [p(intervals) for p in (greedy_by_size, greedy_by_start, greedy_by_breadth)]
+    plans = [p(intervals) for p in HEURISTICS]
     return min(plans, key=lambda p: (p.total_bytes, p.strategy))
 
 
@@ -98,8 +110,12 @@ def shared_buffers(intervals) -> MemoryPlan:
     return MemoryPlan([s for s, _ in storages], placement, "shared_buffers")
 
 
+HEURISTICS = (greedy_by_size, greedy_by_start, greedy_by_breadth, greedy_by_duration, greedy_by_area)
+
 PLANNERS = {
     "best": best_arena,
+    "greedy_by_duration": greedy_by_duration,
+    "greedy_by_area": greedy_by_area,
     "greedy_by_size": greedy_by_size,
     "greedy_by_start": greedy_by_start,
     "greedy_by_breadth": greedy_by_breadth,
