@@ -47,7 +47,10 @@ def compile(model, target="llvm", *, input_shapes: dict | None = None, report: b
         start = time.perf_counter()
         planned = tvm.transform.Sequential(parts["plan"])(fused)
         seconds = time.perf_counter() - start
-        mem = memory_report(planned, tvm.transform.Sequential(parts["lower"])(fused), seconds) if report else None
+        mem = None
+        if report:
+            tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
+            mem = memory_report(planned, tvm_lowered, seconds, scratch=plan_options.get("scratch", True))
         final = tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
     executable = tvm.compile(final, target, relax_pipeline=None)
     return CompileResult(executable, planned, mem, target)

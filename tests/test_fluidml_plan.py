@@ -91,8 +91,9 @@ def test_one_arena_and_in_place_softmax():
     plan = ex.report["main"]
     assert len(ex.module["main"].script().split("R.memory.alloc_storage")) == 2  # exactly one arena
     assert plan.inplace, "softmax/add/exp may write over their inputs"
-    assert plan.arena_bytes <= plan.tvm_planner_bytes
+    assert plan.total_bytes <= plan.tvm_total_bytes
     assert plan.arena_bytes <= plan.tvm_order_lower_bound
+    assert plan.kernel_scratch_left_bytes < plan.tvm_kernel_scratch_bytes
     assert_close(run_vm(ex.executable, inputs()), reference(), rel=1e-5)
 
 
@@ -104,3 +105,11 @@ def test_opencl_targets_reuse_whole_buffers_without_offsets():
     script = planned["main"].script()
     assert "ensure_zero_offset" not in script
     assert "R.memory.alloc_storage" in script
+
+
+def test_kernel_scratch_moves_into_the_arena():
+    lifted = fluidml_tvm.compile(Block, TARGET).module
+    kept = fluidml_tvm.compile(Block, TARGET, scratch=False).module
+    assert "scratch_" in lifted["main"].script() and "scratch_" not in kept["main"].script()
+    softmax = next(f for gv, f in lifted.functions.items() if "softmax" in gv.name_hint)
+    assert len(softmax.params) > 2 and not softmax.body.block.alloc_buffers

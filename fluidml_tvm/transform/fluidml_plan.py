@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 
 from ..analysis.phase import is_dataflow_form, require_legalized, require_unplanned
+from .lift_kernel_scratch import LiftKernelScratch
 from .plan_memory import PLAN_ATTR, PlanMemory
 from .reorder_for_memory import ReorderForMemory
 
@@ -30,13 +31,17 @@ class FluidMLPlan:
         every arena heuristic and keeps the smallest.
     inplace : bool
         Let pointwise kernels write their output over an input at its last use.
+    scratch : bool
+        Hand kernels their fully materialized scratch buffers from the arena
+        instead of TVM's per-call workspace pool.
     validate : bool
         Prove each plan with the validator inside the pass.
     """
 
     def __init__(self, reorder: bool = True, planner: str = "best", inplace: bool = True,
-                 validate: bool = False):
+                 scratch: bool = True, validate: bool = False):
         self.reorder = reorder
+        self.scratch = scratch
         self.plan_memory = PlanMemory(planner=planner, inplace=inplace, validate=validate)
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -56,4 +61,6 @@ class FluidMLPlan:
                 relax.transform.CallTIRRewrite(),
             ]
             mod = tvm.transform.Sequential(passes)(mod)
+        if self.scratch:
+            mod = LiftKernelScratch()(mod)
         return self.plan_memory(mod)
