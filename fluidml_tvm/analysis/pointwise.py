@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 
 
@@ -72,11 +73,11 @@ def _safe_reader_set(blocks, nests, writer, buf) -> bool:
 def _pointwise(block, regions, buf) -> bool:
     """True when ``block`` touches ``buf`` only at [v0, v1, ...] over its full extent."""
     iters = list(block.iter_vars)
-    shape = [int(s) for s in buf.shape]
+    shape = list(buf.shape)
     if len(iters) != len(shape) or any(int(iv.iter_type) != 0 for iv in iters):
         return False
     for iv, extent in zip(iters, shape):
-        if not (_is_const(iv.dom.min, 0) and _is_const(iv.dom.extent, extent)):
+        if not (_is_const(iv.dom.min, 0) and _equal(iv.dom.extent, extent)):
             return False
     for region in regions:
         if not region.source.same_as(buf):
@@ -90,8 +91,14 @@ def _pointwise(block, regions, buf) -> bool:
 def _same_type(a, b) -> bool:
     if a.dtype != b.dtype or len(a.shape) != len(b.shape):
         return False
-    return all(isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm) and int(x) == int(y)
-               for x, y in zip(a.shape, b.shape))
+    return all(_equal(x, y) for x, y in zip(a.shape, b.shape))
+
+
+def _equal(x, y) -> bool:
+    """Equal extents: the same constant, or the same symbolic expression."""
+    if isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm):
+        return int(x.value) == int(y.value)
+    return tvm_ffi.structural_equal(x, y, map_free_vars=False)
 
 
 def _is_buffer(var) -> bool:

@@ -33,8 +33,10 @@ def static_nbytes(shape, dtype: str, upper_bounds: dict | None = None) -> int | 
         free = tvm.tirx.analysis.undefined_vars(d)
         if not free or any(v.name not in upper_bounds for v in free):
             return None
-        bound = tvm.tirx.stmt_functor.substitute(d, {v: upper_bounds[v.name] for v in free})
-        bound = tvm.arith.Analyzer().simplify(bound)
+        analyzer = tvm.sym.Analyzer()
+        for v in free:
+            analyzer.bind(v, tvm.tirx.const(upper_bounds[v.name], "int64"))
+        bound = analyzer.simplify(d)
         if not isinstance(bound, tvm.tirx.IntImm):
             return None
         dims.append(int(bound.value))
