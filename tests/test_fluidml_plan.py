@@ -44,6 +44,21 @@ def test_get_pipeline_composes_with_tvm_compile():
     assert_close(run_vm(ex, inputs()), reference(), rel=1e-5)
 
 
+def test_readme_pipeline_snippet():
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    target = TARGET
+    pipeline = tvm.transform.Sequential(
+        cpu.legalize_passes(target)
+        + [FluidMLPlan()]
+        + cpu.dataflow_lower_passes(target)
+        + cpu.finalize_passes(target)
+    )
+    with target:
+        ex = tvm.compile(Block, target, relax_pipeline=pipeline)
+    assert_close(run_vm(ex, inputs()), reference(), rel=1e-5)
+
+
 def test_after_fusion_in_a_users_sequential():
     fused = run_stages(Block, "fuse")
     with TARGET:
