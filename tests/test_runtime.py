@@ -93,15 +93,16 @@ print(json.dumps({"tvm": "tvm" in sys.modules, "torch": "torch" in sys.modules,
 
 def test_deploy_process_never_loads_the_compiler(built, artifact, tmp_path):
     info, _, x = built
-    np.save(tmp_path / "x.npy", x)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    x_path, y_path = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x_path, x)
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(artifact), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, check=True,
+        [sys.executable, "-c", _CHILD, str(artifact), str(x_path), str(y_path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path, check=True,
     )
     seen = json.loads(child.stdout.splitlines()[-1])
     assert seen == {"tvm": False, "torch": False, "compiler": False, "runtime": True}
-    assert np.array_equal(np.load(tmp_path / "y.npy"), _in_process(info, x)[0])
+    assert np.array_equal(np.load(y_path), _in_process(info, x)[0])
 
 
 def test_arena_allocated_once_and_reused(built, artifact):
@@ -156,7 +157,7 @@ def test_corrupt_bytes_caught_by_verify(artifact):
     data[-8] ^= 0xFF
     path.write_bytes(bytes(data))
     runtime.load(artifact)  # header and sizes still agree: the cheap checks pass
-    with pytest.raises(ArtifactError, match="do not hash to its fingerprint"):
+    with pytest.raises(ArtifactError, match="do not hash to its stamp"):
         runtime.load(artifact, verify=True)
 
 
@@ -236,9 +237,9 @@ def test_weights_file_roundtrip(tmp_path_factory, specs):
 
 
 def test_missing_runtime_library_is_explained(artifact):
+    code = "import sys; from fluidml_tvm import runtime; runtime.load(sys.argv[1])"
     child = subprocess.run(
-        [sys.executable, "-c", "import sys; from fluidml_tvm import runtime; runtime.load(sys.argv[1])",
-         str(artifact)],
+        [sys.executable, "-c", code, str(artifact)],
         capture_output=True, text=True, cwd=ROOT, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT), "FLUIDML_TVM_RUNTIME_LIB": "/nowhere/lib.so"},
     )

@@ -1,0 +1,13 @@
+"""The deploy side: load an artifact and run it with tvm_ffi and libtvm_runtime.so only.
+
+Nothing here imports ``tvm`` (whose import loads the ~250 MB compiler library)::
+
+    from fluidml_tvm import runtime
+    model = runtime.load("out/minilm")  # an artifact directory (fluidml_tvm.artifact)
+    y = model(input_ids, attention_mask)  # numpy in, numpy out (a tuple if several)
+"""
+
+from .manifest import ArtifactError, Manifest
+from .model import Model, load
+
+__all__ = ["ArtifactError", "Manifest", "Model", "load"]
