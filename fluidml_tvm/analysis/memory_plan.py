@@ -111,6 +111,9 @@ def _why_unplannable(alloc, liveness) -> str | None:
         return "already placed in a storage"
     if alloc.name in liveness.escaping:
         return "returned from the function"
+    if alloc.scope != "global":
+        # Texture and other special scopes have their own allocation rules (2-D images).
+        return f"storage scope '{alloc.scope}' is left to TVM"
     if alloc.nbytes is None:
         return f"size of shape {alloc.shape} has no static upper bound (set tir_var_upper_bound)"
     return None
