@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .analysis.nests import SLOTS
+
 
 def plot_memory_timeline(plan, path) -> None:
     """Draw a FunctionReport's arena (one box per tensor) and save it as an image."""
@@ -15,9 +17,9 @@ def plot_memory_timeline(plan, path) -> None:
     mib = 2**20
     for name, nbytes, start, end, buffer, storage, offset in plan.tensors:
         color = "tab:orange" if buffer != name else "tab:blue"
-        ax.add_patch(Rectangle((start, offset / mib), end - start + 1, nbytes / mib,
+        ax.add_patch(Rectangle((start / SLOTS, offset / mib), (end - start + 1) / SLOTS, nbytes / mib,
                                facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.8))
-    last = max((t[3] for t in plan.tensors), default=1) + 1
+    last = max((t[3] for t in plan.tensors), default=1) / SLOTS + 1
     ax.axhline(plan.arena_bytes / mib, color="tab:green", label=f"arena {plan.arena_bytes / mib:.2f} MiB")
     ax.axhline(plan.tvm_planner_bytes / mib, color="tab:red", linestyle="--",
                label=f"TVM planner {plan.tvm_planner_bytes / mib:.2f} MiB")

@@ -90,8 +90,8 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
         name = gv.name_hint
         tvm_order, _ = plan_function(same_tensors, same_tensors[name], name, inplace=False)
         tvm_storages = function_liveness(tvm_planned[name]).storages
-        tvm_scratch = scratch_by_callee(tvm_lowered, function_liveness(tvm_lowered[name]))
-        left = scratch_by_callee(planned, function_liveness(func))
+        tvm_scratch = scratch_by_callee(tvm_lowered, function_liveness(tvm_lowered[name], tvm_lowered))
+        left = scratch_by_callee(planned, function_liveness(func, planned))
         report.functions[name] = FunctionReport(
             function=name,
             arena_bytes=plan["arena_bytes"],

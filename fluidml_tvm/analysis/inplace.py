@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from .nests import SLOTS
 from .pointwise import inplace_pairs
 
 
 def inplace_merges(mod, liveness, candidates) -> list[tuple[str, str]]:
     """Pairs ``(input, output)`` of planned tensors that may share one buffer.
 
-    The output must be written by a pointwise kernel at the very step that is
+    The output must be born in the very loop nest of a pointwise kernel that is
     the input's last use, with the same byte size; each input feeds at most
     one such output.
     """
@@ -26,7 +27,8 @@ def inplace_merges(mod, liveness, candidates) -> list[tuple[str, str]]:
                 continue
             if a not in candidates or b not in candidates:
                 continue
-            if liveness.lifetimes[a][1] != call.step or liveness.lifetimes[b][0] != call.step:
+            end, start = liveness.lifetimes[a][1], liveness.lifetimes[b][0]
+            if end != start or end // SLOTS != call.step:
                 continue
             if liveness.allocs[a].nbytes != liveness.allocs[b].nbytes:
                 continue

@@ -3,8 +3,10 @@
 Reads a function after ``CallTIRRewrite`` (explicit ``R.builtin.alloc_tensor``
 plus destination-passing calls) or after an arena rewrite
 (``R.memory.alloc_tensor`` on a storage).  A *step* is the index of a
-top-level binding; a tensor is live from the first step that touches it, or
-any alias of it, to the last.
+top-level binding; time is ``step * SLOTS + nest``, so that inside a call to a
+PrimFunc an argument is live only across the loop nests that touch it.  A
+tensor is live from the first time it, or any alias of it, is touched to the
+last.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tvm
 from tvm import relax
 
 from ..memory.sizes import static_nbytes
+from .nests import SLOTS, param_slots
 
 _BUILTIN_ALLOC = tvm.ir.Op.get("relax.builtin.alloc_tensor")
 _MEMORY_ALLOC = tvm.ir.Op.get("relax.memory.alloc_tensor")
@@ -60,21 +63,29 @@ class FunctionLiveness:
     escaping: set = field(default_factory=set)  # names reachable from the return value
     calls: list = field(default_factory=list)  # DPSCall, in step order
 
-    def live_at(self, step: int) -> list[str]:
-        return [n for n, (s, e) in self.lifetimes.items() if s <= step <= e]
 
 
-def function_liveness(func: relax.Function) -> FunctionLiveness:
-    """Walk the top-level bindings of ``func`` and compute lifetimes."""
+def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:
+    """Walk the top-level bindings of ``func`` and compute lifetimes.
+
+    With ``mod``, calls to its PrimFuncs refine lifetimes to the loop nests
+    that touch each argument; without it a call touches all its arguments
+    for the whole step.
+    """
     bindings = [b for block in func.body.blocks for b in block.bindings]
     upper = _upper_bounds(func)
     info = FunctionLiveness(bindings=bindings)
     roots: dict = {}  # relax.Var -> frozenset of allocation names it may alias
+    prim_funcs = {} if mod is None else {
+        gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
+    }
 
-    def touch(names, step):
+    def touch(names, step, slots=None):
+        first, last = slots or (0, SLOTS - 1)
+        lo, hi = step * SLOTS + first, step * SLOTS + last
         for n in names:
-            s, e = info.lifetimes.get(n, (step, step))
-            info.lifetimes[n] = (min(s, step), max(e, step))
+            s, e = info.lifetimes.get(n, (lo, hi))
+            info.lifetimes[n] = (min(s, lo), max(e, hi))
 
     for step, binding in enumerate(bindings):
         var, value = binding.var, binding.value
@@ -106,13 +117,16 @@ def function_liveness(func: relax.Function) -> FunctionLiveness:
             roots[var] = frozenset()
             continue
         used = _roots_of_free_vars(value, roots)
-        touch(used, step)
         if _returns_nothing(var):
             callee = value.op.name_hint if isinstance(value.op, relax.GlobalVar) else str(value.op)
             per_arg = tuple(_roots_of_free_vars(a, roots) for a in value.args)
             info.calls.append(DPSCall(step, callee, per_arg))
+            slots = param_slots(prim_funcs[callee]) if callee in prim_funcs else ()
+            for i, arg_roots in enumerate(per_arg):
+                touch(arg_roots, step, slots[i] if i < len(slots) else None)
             roots[var] = frozenset()
         else:
+            touch(used, step)
             # A call that returns something may return (a view of) any argument.
             roots[var] = used
 
@@ -120,8 +134,8 @@ def function_liveness(func: relax.Function) -> FunctionLiveness:
     info.escaping = set(_roots_of_free_vars(ret, roots))
     # A returned tensor stays live after the last step.
     touch(info.escaping, len(bindings))
-    for name in info.allocs:
-        info.lifetimes.setdefault(name, (info.allocs[name].step, info.allocs[name].step))
+    for name, alloc in info.allocs.items():
+        info.lifetimes.setdefault(name, (alloc.step * SLOTS, alloc.step * SLOTS + SLOTS - 1))
     return info
 
 

@@ -56,7 +56,7 @@ def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool 
 
     Returns ``(FunctionMemoryPlan, FunctionLiveness)``.
     """
-    liveness = function_liveness(func)
+    liveness = function_liveness(func, mod)
     result = FunctionMemoryPlan(function=name)
     candidates = {}
     for n, alloc in liveness.allocs.items():

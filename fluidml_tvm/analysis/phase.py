@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import tvm
 import tvm_ffi
 from tvm import relax
@@ -16,8 +18,9 @@ class PipelinePlacementError(RuntimeError):
     """A FluidML pass was placed where its input form is not available."""
 
 
+@functools.lru_cache(maxsize=64)
 def ops_in(func: relax.Function) -> dict:
-    """Operator name -> first binding var that calls it."""
+    """Names of the operators ``func`` calls (as dict keys, in first-seen order)."""
     found: dict = {}
 
     def visit(expr):

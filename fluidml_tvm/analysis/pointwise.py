@@ -11,31 +11,33 @@ from __future__ import annotations
 
 import functools
 
-import tvm
 import tvm_ffi
-from tvm import s_tir, tirx
+from tvm import tirx
+
+from .nests import kernel_nests
 
 
 def inplace_pairs(func: tirx.PrimFunc) -> frozenset:
     """Return the ``(input param index, output param index)`` pairs safe to alias.
 
-    Conservative: the output has one writer block that touches it pointwise;
-    every other block reading the input comes before the writer in a loop
-    nest of its own, so no schedule interleaves a later read with the write.
+    Conservative: the output has one writer block that touches it pointwise
+    and nothing reads it before; every other block touching the input comes
+    before the writer in a loop nest of its own, so no schedule interleaves a
+    later read with the write.  The input may itself be written earlier in the
+    kernel (a scratch buffer), so chains of in-place writes inside one kernel
+    (softmax: scores -> exp -> output) are found too.
     """
     return _inplace_pairs_cached(func)
 
 
 @functools.lru_cache(maxsize=4096)
 def _inplace_pairs_cached(func) -> frozenset:
-    try:
-        sch = s_tir.Schedule(func)
-        blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
-        nests = [_outer_loop(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    except (tvm.error.TVMError, ValueError, AttributeError):
+    nests = kernel_nests(func)
+    if nests is None:
         return frozenset()
+    blocks = nests.blocks
     # A buffer parameter's position in func.params is its call argument's position.
-    params = [p if _is_buffer(p) else None for p in func.params]
+    params = [p if isinstance(p.ty, tirx.BufferType) else None for p in func.params]
     writers = {}
     for pos, block in enumerate(blocks):
         for region in block.writes:
@@ -47,25 +49,32 @@ def _inplace_pairs_cached(func) -> frozenset:
             continue
         w = positions[0]
         out_buf = params[out_idx]
-        if not _pointwise(blocks[w], blocks[w].writes, out_buf):
+        if not _pointwise(blocks[w], blocks[w].writes, out_buf) or _reads_before(blocks, w, out_buf):
             continue
         for in_idx, in_buf in enumerate(params):
-            if in_buf is None or in_idx in writers or not _same_type(in_buf, out_buf):
+            if in_buf is None or in_idx == out_idx or not _same_type(in_buf, out_buf):
                 continue
-            if _safe_reader_set(blocks, nests, w, in_buf):
+            if _done_before_or_pointwise(nests, w, in_buf):
                 pairs.add((in_idx, out_idx))
     return frozenset(pairs)
 
 
-def _safe_reader_set(blocks, nests, writer, buf) -> bool:
-    readers = [i for i, b in enumerate(blocks) if any(r.source.same_as(buf) for r in b.reads)]
-    for i in readers:
-        if i > writer:
-            return False
+def _reads_before(blocks, writer, buf) -> bool:
+    """The output is read before (or by) its writer: it would read the input's bytes."""
+    return any(r.source.same_as(buf) for b in blocks[: writer + 1] for r in b.reads)
+
+
+def _done_before_or_pointwise(nests, writer, buf) -> bool:
+    """Every access to ``buf`` is in an earlier nest, or a pointwise read by the writer."""
+    for i, block in enumerate(nests.blocks):
+        reads = any(r.source.same_as(buf) for r in block.reads)
+        writes = any(r.source.same_as(buf) for r in block.writes)
+        if not (reads or writes):
+            continue
         if i == writer:
-            if not _pointwise(blocks[i], blocks[i].reads, buf):
+            if writes or not _pointwise(block, block.reads, buf):
                 return False
-        elif nests[i] is None or nests[writer] is None or nests[i].same_as(nests[writer]):
+        elif i > writer or nests.nest[i] == nests.nest[writer]:
             return False
     return True
 
@@ -101,10 +110,6 @@ def _equal(x, y) -> bool:
     return tvm_ffi.structural_equal(x, y, map_free_vars=False)
 
 
-def _is_buffer(var) -> bool:
-    return isinstance(var.ty, tirx.BufferType)
-
-
 def _param_index(params, buf):
     for i, p in enumerate(params):
         if p is not None and p.same_as(buf):
@@ -114,8 +119,3 @@ def _param_index(params, buf):
 
 def _is_const(expr, value) -> bool:
     return isinstance(expr, tirx.IntImm) and int(expr.value) == value
-
-
-def _outer_loop(sch, block_rv):
-    loops = sch.get_loops(block_rv)
-    return sch.get(loops[0]) if loops else None

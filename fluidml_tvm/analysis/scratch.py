@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tvm
-from tvm import s_tir, tirx
+from tvm import tirx
 
 from ..memory.sizes import static_nbytes
+from .nests import kernel_nests
 
 
 def scratch_buffers(func: tirx.PrimFunc) -> list:
@@ -17,52 +17,47 @@ def scratch_buffers(func: tirx.PrimFunc) -> list:
             if str(b.ty.storage_scope) in ("global", "") and _nbytes(b) is not None]
 
 
-def scratch_bytes(func: tirx.PrimFunc) -> int:
-    return sum(_nbytes(b) for b in scratch_buffers(func))
+def scratch_peak_bytes(func: tirx.PrimFunc) -> int:
+    """The most scratch live in any one loop nest.
+
+    TVM's lowering reuses a scratch buffer's memory once the nests that touch
+    it are done, so this, not the sum, is what a call needs.
+    """
+    buffers = scratch_buffers(func)
+    nests = kernel_nests(func)
+    if not buffers or nests is None:
+        return sum(_nbytes(b) for b in buffers)
+    spans = [(nests.slots(b), _nbytes(b)) for b in buffers]
+    live = {}
+    for span, nbytes in spans:
+        first, last = span or (0, max(nests.nest, default=0))
+        for k in range(first, last + 1):
+            live[k] = live.get(k, 0) + nbytes
+    return max(live.values(), default=0)
 
 
 def liftable_scratch(func: tirx.PrimFunc) -> list:
     """Scratch buffers the kernel materializes in full, so they can live in the caller's arena.
 
-    A buffer touched by blocks in two or more root-level loop nests is
-    allocated at the root at full size whatever TVM's lowering does; one used
-    inside a single nest would be compacted by TVM, so it stays.
+    A buffer touched by two or more root-level loop nests is allocated at the
+    root at full size whatever TVM's lowering does; one used inside a single
+    nest would be compacted by TVM, so it stays.
     """
-    buffers = scratch_buffers(func)
-    if not buffers:
+    nests = kernel_nests(func)
+    if nests is None:
         return []
-    try:
-        sch = s_tir.Schedule(func)
-        block_rvs = sch.get_child_blocks(sch.get_sblock("root"))
-    except (tvm.error.TVMError, ValueError):
-        return []
-    nests: dict = {}
-    for rv in block_rvs:
-        block = sch.get(rv)
-        loops = sch.get_loops(rv)
-        nest = sch.get(loops[0]) if loops else block
-        for region in list(block.reads) + list(block.writes):
-            nests.setdefault(region.source, []).append(nest)
     out = []
-    for buf in buffers:
-        seen = nests.get(buf, [])
-        if len(_distinct(seen)) >= 2:
+    for buf in scratch_buffers(func):
+        span = nests.slots(buf)
+        if span is not None and span[0] != span[1]:
             out.append(buf)
     return out
 
 
-def _distinct(nodes) -> list:
-    out = []
-    for n in nodes:
-        if not any(n.same_as(m) for m in out):
-            out.append(n)
-    return out
-
-
 def scratch_by_callee(mod, liveness) -> dict:
-    """Scratch bytes each PrimFunc the function calls still allocates for itself."""
+    """Peak scratch each PrimFunc the function calls still allocates for itself."""
     funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
-    return {c.callee: scratch_bytes(funcs[c.callee]) for c in liveness.calls if c.callee in funcs}
+    return {c.callee: scratch_peak_bytes(funcs[c.callee]) for c in liveness.calls if c.callee in funcs}
 
 
 def _nbytes(buf):

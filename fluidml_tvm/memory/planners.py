@@ -7,7 +7,7 @@ pointer on the host (OpenCL).  ``PLANNERS`` is the one place that names them.
 
 from __future__ import annotations
 
-import bisect
+import numpy as np
 
 from .plan import Interval, MemoryPlan
 
@@ -27,21 +27,26 @@ def best_fit(intervals, order_key, name: str) -> MemoryPlan:
     A gap is free address space among already-placed buffers whose lifetimes
     overlap this one; without a fitting gap the buffer goes on top of them.
     """
-    placed: list = []  # (offset, Interval), kept sorted by offset
+    ordered = sorted(intervals, key=order_key)
+    n = len(ordered)
+    starts = np.fromiter((iv.start for iv in ordered), np.int64, n)
+    ends = np.fromiter((iv.end for iv in ordered), np.int64, n)
+    sizes = np.fromiter((iv.nbytes for iv in ordered), np.int64, n)
+    offsets = np.zeros(n, np.int64)
     placement, top = {}, 0
-    for iv in sorted(intervals, key=order_key):
+    for i, iv in enumerate(ordered):
+        # Already-placed buffers live at the same time, by offset.
+        live = np.flatnonzero((starts[:i] <= iv.end) & (ends[:i] >= iv.start))
+        live = live[np.argsort(offsets[live], kind="stable")]
         best, best_gap, cursor = None, None, 0
-        for offset, other in placed:
-            if not iv.overlaps(other):
-                continue
-            gap = offset - cursor
+        for j in live.tolist():
+            gap = int(offsets[j]) - cursor
             if gap >= iv.nbytes and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
-            cursor = max(cursor, offset + other.nbytes)
-        offset = cursor if best is None else best
-        bisect.insort(placed, (offset, iv), key=lambda p: p[0])
-        placement[iv.name] = (0, offset)
-        top = max(top, offset + iv.nbytes)
+            cursor = max(cursor, int(offsets[j] + sizes[j]))
+        offsets[i] = cursor if best is None else best
+        placement[iv.name] = (0, int(offsets[i]))
+        top = max(top, int(offsets[i]) + iv.nbytes)
     return MemoryPlan([top], placement, name)
 
 
@@ -69,12 +74,19 @@ def greedy_by_area(intervals) -> MemoryPlan:
 
 def greedy_by_breadth(intervals) -> MemoryPlan:
     """TFLite's greedy-by-breadth: buffers of the fullest steps first."""
-    live: dict = {}
+    # Live totals between consecutive lifetime boundaries (time is sparse).
+    points = sorted({iv.start for iv in intervals} | {iv.end + 1 for iv in intervals})
+    index = {p: i for i, p in enumerate(points)}
+    delta = [0] * (len(points) + 1)
     for iv in intervals:
-        for s in range(iv.start, iv.end + 1):
-            live[s] = live.get(s, 0) + iv.nbytes
-    # A buffer inherits the fullest step it is live at.
-    weight = {iv.name: max(live[s] for s in range(iv.start, iv.end + 1)) for iv in intervals}
+        delta[index[iv.start]] += iv.nbytes
+        delta[index[iv.end + 1]] -= iv.nbytes
+    live, running = [], 0
+    for d in delta[:-1]:
+        running += d
+        live.append(running)
+    # A buffer inherits the fullest moment it is live at.
+    weight = {iv.name: max(live[index[iv.start]:index[iv.end + 1]]) for iv in intervals}
     return best_fit(intervals, lambda iv: (-weight[iv.name], -iv.nbytes, iv.start, iv.name),
                     "greedy_by_breadth")
 

@@ -12,6 +12,7 @@ import tvm_ffi
 from tvm import relax, tirx
 
 from ..analysis.liveness import function_liveness
+from ..analysis.nests import SLOTS
 from ..analysis.pointwise import inplace_pairs
 from .sizes import ALIGNMENT
 
@@ -23,7 +24,7 @@ class MemoryPlanError(RuntimeError):
 
 def validate_function(mod, func: relax.Function, name: str = "main") -> int:
     """Raise MemoryPlanError on any violation; return the number of tensors checked."""
-    live = function_liveness(func)
+    live = function_liveness(func, mod)
     errors = []
     placed = [a for a in live.allocs.values() if a.storage is not None]
     for a in placed:
@@ -61,14 +62,13 @@ def validate_function(mod, func: relax.Function, name: str = "main") -> int:
 
 
 def _legal_inplace(a, b, live, calls, prim_funcs) -> bool:
-    """Overlap allowed only as an exact in-place write at the step one dies and the other is born."""
+    """Overlap allowed only as an exact in-place write in the nest where one dies and the other is born."""
     if (a.offset, a.nbytes) != (b.offset, b.nbytes):
         return False
-    (sa, ea), (sb, eb) = live.lifetimes[a.name], live.lifetimes[b.name]
-    for src, dst, step in ((a, b, ea), (b, a, eb)):
-        first = live.lifetimes[dst.name][0]
-        call = calls.get(step)
-        if step != first or call is None or call.callee not in prim_funcs:
+    for src, dst in ((a, b), (b, a)):
+        end, first = live.lifetimes[src.name][1], live.lifetimes[dst.name][0]
+        call = calls.get(end // SLOTS)
+        if end != first or call is None or call.callee not in prim_funcs:
             continue
         for i, o in inplace_pairs(prim_funcs[call.callee]):
             if call.args[i] == frozenset([src.name]) and call.args[o] == frozenset([dst.name]):

@@ -1,0 +1,120 @@
+"""Which matmuls take a constant weight, and the column block ``n`` to pack each one with.
+
+A weight ``W[K, N]`` (or ``W[N, K]`` seen through ``permute_dims``, the form the
+ONNX importer gives ``Gemm(transB=1)``) packed as ``[ceil(N/n), K, n]`` puts the
+``n`` columns a register tile needs in one contiguous run for every ``k``.
+A constant read by anything else than the one matmul (GPT-2's tied embedding: a
+``take`` and the LM head) is never packed: a packed copy would keep the weight
+twice.  Such a weight is read as it is stored (``"dense"`` for ``[N, K]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+# Ops that read only a constant's shape, never its bytes.
+_SHAPE_ONLY_OPS = {"relax.shape_of"}
+
+
+@dataclass(frozen=True)
+class PackDecision:
+    """How to rewrite one ``R.matmul`` binding.
+
+    ``layout`` is ``"packed"`` (weight re-laid-out as ``[ceil(N/n), K, n]``) or
+    ``"dense"`` (shared ``[N, K]`` weight read in place, no copy).
+    """
+
+    var: relax.Var  # the matmul's binding variable
+    weight: tvm.ir.expr.Constant
+    transposed: bool  # weight stored [N, K] (Gemm transB), read through permute_dims
+    k: int
+    n: int
+    block: int  # n: columns per packed block (for "dense": per register tile)
+    layout: str
+
+    @property
+    def padded_n(self) -> int:
+        return -(-self.n // self.block) * self.block
+
+
+def column_block(n: int, lanes: int) -> int:
+    """The packed column block for ``n`` output columns: two vectors if it divides ``n``.
+
+    Tries ``2*lanes``, ``lanes``, then ``4*lanes`` for an exact fit, else pads to ``2*lanes``.
+    """
+    for block in (2 * lanes, lanes, 4 * lanes):
+        if n % block == 0:
+            return block
+    return 2 * lanes
+
+
+def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
+    """Return a :class:`PackDecision` for every float32 matmul of ``func`` with a constant weight."""
+    finder = _MatmulFinder()
+    finder.visit_expr(func)
+    uses = finder.data_uses
+    decisions = []
+    for var, call, weight, transposed in finder.candidates:
+        if not isinstance(weight.value, tvm.runtime.Tensor):
+            continue
+        shape = [int(s) for s in weight.value.shape]
+        if len(shape) != 2 or weight.value.dtype != "float32":
+            continue
+        k, n = (shape[1], shape[0]) if transposed else shape
+        shared = uses.get(weight, 0) > 1 or (transposed and uses.get(finder.weight_var(var), 0) > 1)
+        if shared and not transposed:
+            continue  # [K, N] read in place is already what the default kernel does
+        if shared:
+            decisions.append(PackDecision(var, weight, True, k, n, column_block(n, lanes), "dense"))
+        else:
+            decisions.append(PackDecision(var, weight, transposed, k, n, column_block(n, lanes), "packed"))
+    return decisions
+
+
+@relax.expr_functor.visitor
+class _MatmulFinder(relax.PyExprVisitor):
+    """Collect ``matmul(x, C)`` / ``matmul(x, permute_dims(C))`` and count reads of every constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.candidates: list = []
+        self.data_uses: dict = {}
+        self._transposed: dict = {}  # var bound to permute_dims(C, [1, 0]) -> C
+        self._weight_of: dict = {}  # matmul var -> the permute_dims var it reads
+
+    def visit_var_binding_(self, binding):
+        value = binding.value
+        if _is_op(value, "relax.permute_dims") and _is_tensor_const(value.args[0]):
+            axes = value.attrs.axes
+            if len(value.args[0].value.shape) == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
+                self._transposed[binding.var] = value.args[0]
+        if _is_op(value, "relax.matmul") and value.attrs.out_dtype in (None, "", "void", "float32"):
+            x, w = value.args
+            if len(x.ty.shape) >= 2 and x.ty.dtype == "float32":
+                if _is_tensor_const(w):
+                    self.candidates.append((binding.var, value, w, False))
+                elif w in self._transposed:
+                    self._weight_of[binding.var] = w
+                    self.candidates.append((binding.var, value, self._transposed[w], True))
+        super().visit_var_binding_(binding)
+
+    def weight_var(self, matmul_var):
+        return self._weight_of[matmul_var]
+
+    def visit_call_(self, call):
+        if not _is_op(call, *_SHAPE_ONLY_OPS):
+            for arg in call.args:
+                if isinstance(arg, tvm.ir.expr.Constant) or arg in self._transposed:
+                    self.data_uses[arg] = self.data_uses.get(arg, 0) + 1
+        super().visit_call_(call)
+
+
+def _is_op(expr, *names) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names
+
+
+def _is_tensor_const(expr) -> bool:
+    return isinstance(expr, tvm.ir.expr.Constant) and isinstance(expr.value, tvm.runtime.Tensor)
