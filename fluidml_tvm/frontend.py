@@ -104,3 +104,24 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
 def _first_line(err) -> str:
     text = str(err).strip()
     return text.splitlines()[-1] if text else ""
+
+
+def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> dict:
+    """Inputs for any static-shape model: masks all ones, other integers small ids, floats normal."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inits = {i.name for i in proto.graph.initializer}
+    out = {}
+    for value in proto.graph.input:
+        if value.name in inits:
+            continue
+        t = value.type.tensor_type
+        shape = [d.dim_value for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+        if np.issubdtype(dtype, np.integer):
+            x = np.ones(shape, dtype) if "mask" in value.name else rng.integers(0, 100, shape)
+        else:
+            x = rng.standard_normal(shape)
+        out[value.name] = x.astype(dtype)
+    return out

@@ -102,6 +102,7 @@ def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     from tvm.relax.frontend.onnx import from_onnx
 
     from fluidml_tvm.artifact import export_artifact
+    from fluidml_tvm.frontend import random_inputs
 
     model = onnx.load(str(onnx_path))
     target = tvm.target.Target("llvm")
@@ -111,7 +112,7 @@ def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     ).export_library(str(out / "stock.so"))
     mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
     info = export_artifact(mod, params["main"], target, out / "lean")
-    np.savez(out / "inputs.npz", *_inputs(model))
+    np.savez(out / "inputs.npz", *list(random_inputs(model).values()))
     # The in-process build's output, for the bit-exactness check.
     vm = relax.VirtualMachine(info.executable, tvm.cpu())
     inputs = [tvm.runtime.tensor(x) for x in np.load(out / "inputs.npz").values()]
@@ -132,27 +133,6 @@ def _kernel_scratch(llvm_ir: str) -> int:
         for function in llvm_ir.split("\ndefine ")
     )
     return max(pages, default=0)
-
-
-def _inputs(model) -> list[np.ndarray]:
-    """Deterministic inputs: attention masks all ones, other integers small ids, floats normal."""
-    import onnx
-
-    rng = np.random.default_rng(0)
-    inputs = []
-    initializers = {i.name for i in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        t = value.type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        if np.issubdtype(dtype, np.integer):
-            x = np.ones(shape, dtype) if "mask" in value.name else rng.integers(0, 100, shape)
-        else:
-            x = rng.standard_normal(shape)
-        inputs.append(x.astype(dtype))
-    return inputs
 
 
 def measure(kind: str, out: Path, onnx_path: Path, mode: str = "") -> dict:

@@ -54,6 +54,8 @@ def _model(onnx_path: Path | None):
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    from fluidml_tvm.frontend import random_inputs
+
     rng = np.random.default_rng(0)
     if onnx_path is None:
         w1 = rng.standard_normal((64, 128), "float32")
@@ -69,19 +71,7 @@ def _model(onnx_path: Path | None):
     else:
         model = onnx.load(str(onnx_path))
     mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        t = value.type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        if np.issubdtype(dtype, np.integer):
-            inputs.append(rng.integers(0, 2, shape).astype(dtype))  # valid ids and masks
-        else:
-            inputs.append(rng.standard_normal(shape).astype(dtype))
-    return mod, params["main"], inputs
+    return mod, params["main"], list(random_inputs(model).values())
 
 
 def _stage(out: Path) -> Path:
