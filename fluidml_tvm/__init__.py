@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "compile": ("fluidml_tvm.compiler", "compile"),
+    "export": ("fluidml_tvm.compiler", "export"),
     "CompileResult": ("fluidml_tvm.compiler", "CompileResult"),
     "get_pipeline": ("fluidml_tvm.pipeline", "get_pipeline"),
     "transform": ("fluidml_tvm.transform", None),
@@ -25,4 +26,4 @@ def __getattr__(name):
     return getattr(value, attr) if attr else value
 
 
-__all__ = ["compile", "CompileResult", "get_pipeline", "transform", "__version__"]
+__all__ = ["compile", "export", "CompileResult", "get_pipeline", "transform", "__version__"]

@@ -11,7 +11,11 @@ from pathlib import Path
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fluidml-tvm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    opt = sub.add_parser("optimize", help="build MODEL.onnx into a library and print the memory plan")
+    opt = sub.add_parser(
+        "optimize", help="build MODEL.onnx and print the memory plan",
+        description="Build MODEL.onnx. -o DIR writes an artifact for fluidml_tvm.runtime.load: the library, "
+                    "its weights (final layouts, memory-mapped at load) and a manifest. -o FILE.so writes one "
+                    "library with the weights bound as constants (loading it costs about 2-4x the weights).")
     opt.add_argument("model", help="path of an ONNX model with static input shapes")
     _build_options(opt)
     demo = sub.add_parser("demo", help="optimize the built-in example model (a small BERT-style encoder)")
@@ -31,7 +35,8 @@ def main(argv=None) -> int:
 
 
 def _build_options(p, output_required=True):
-    p.add_argument("-o", "--output", required=output_required, help="library to write (.so)")
+    p.add_argument("-o", "--output", required=output_required,
+                   help="artifact directory, or FILE.so for one library with the weights inside")
     p.add_argument("--target", default="llvm",
                    help="TVM target: a kind ('llvm'), JSON, or a preset (x86-64, aarch64, mali, adreno)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
@@ -52,39 +57,37 @@ def _optimize(model, args) -> int:
         if not dims:
             raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
         shapes[name] = [int(d) for d in dims.split(",")]
+    from .targets import cross_compiler, resolve_target
+
     print(f"building {model} for {args.target} ...", flush=True)
-    result = fluidml_tvm.compile(model, args.target, input_shapes=shapes or None, planner=args.planner,
-                                 reorder=not args.no_reorder, inplace=not args.no_inplace, validate=True)
-    print(result.report.summary())
-    print(f"planning took {result.report.plan_seconds:.2f} s; every plan validated")
-    if args.output:
-        _export(result, args.output)
-        print(f"wrote {args.output}")
+    target = resolve_target(args.target)
+    options = dict(input_shapes=shapes or None, planner=args.planner, reorder=not args.no_reorder,
+                   inplace=not args.no_inplace, validate=True)
+    fcompile = cross_compiler(target)
+    if args.output.endswith(".so"):
+        result = fluidml_tvm.compile(model, target, **options)
+        result.export_library(args.output, **({"fcompile": fcompile} if fcompile else {}))
+        report = result.report
+    else:
+        _, report = fluidml_tvm.export(model, args.output, target, fcompile=fcompile, **options)
+    print(report.summary())
+    print(f"planning took {report.plan_seconds:.2f} s; every plan validated")
+    print(f"wrote {args.output}")
     if args.report:
-        Path(args.report).write_text(result.report.to_json())
+        Path(args.report).write_text(report.to_json())
         print(f"wrote {args.report}")
     if args.plot:
         from .plot import plot_memory_timeline
 
-        plot_memory_timeline(result.report["main"], args.plot)
+        plot_memory_timeline(report["main"], args.plot)
         print(f"wrote {args.plot}")
     return 0
 
 
-def _export(result, path):
-    target = result.target
-    host = target.host or target
-    if "aarch64" in str(host.attrs.get("mtriple", "")):
-        from tvm.support import cc  # cross-link for the board
-
-        triple = str(host.attrs["mtriple"])
-        result.export_library(path, fcompile=cc.cross_compiler(f"{triple.replace('-android', '-linux-gnu')}-gcc"))
-    else:
-        result.export_library(path)
-
-
 def _demo(args) -> int:
     import onnx
+
+    from .targets import cross_compiler
 
     from .example_model import build_example_model
 
@@ -92,25 +95,25 @@ def _demo(args) -> int:
         path = Path(tmp) / "example_encoder.onnx"
         onnx.save(build_example_model(), str(path))
         if args.output is None:
-            args.output = str(Path(tmp) / "example_encoder.so")
+            args.output = str(Path(tmp) / "example_encoder")
         code = _optimize(str(path), args)
-        _check_demo(path, args.output)
+        if not args.output.endswith(".so") and cross_compiler(args.target) is None:  # runs here
+            _check_demo(path, args.output)
         return code
 
 
-def _check_demo(onnx_path, lib_path):
-    """Run the built library once and compare it with ONNX Runtime when that is installed."""
+def _check_demo(onnx_path, artifact):
+    """Run the artifact with the lean runtime and compare it with ONNX Runtime when installed."""
     import numpy as np
     import onnx
-    import tvm
-    from tvm import relax
 
+    from . import runtime
     from .example_model import example_inputs
 
     inputs = example_inputs(onnx.load(str(onnx_path)))
-    vm = relax.VirtualMachine(tvm.runtime.load_module(lib_path), tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(v) for v in inputs.values()])
-    out = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    with runtime.load(artifact) as model:
+        out = model(*inputs.values())
+    out = out[0] if isinstance(out, tuple) else out
     try:
         import onnxruntime as ort
     except ImportError:

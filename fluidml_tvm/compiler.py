@@ -1,4 +1,4 @@
-"""``fluidml_tvm.compile``: ONNX or Relax in, a planned executable and its memory report out."""
+"""``fluidml_tvm.compile`` and ``fluidml_tvm.export``: ONNX or Relax in, a planned build out."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class CompileResult:
     target: tvm.target.Target
 
     def export_library(self, path, **kwargs) -> None:
+        """One file: code and weights (bound as constants) together."""
         self.executable.export_library(str(path), **kwargs)
 
     def __iter__(self):  # ``ex, report = fluidml_tvm.compile(...)``
@@ -37,23 +38,53 @@ def compile(model, target="llvm", *, input_shapes: dict | None = None, report: b
     ``report`` the same module is also lowered TVM's way to compare against.
     """
     target = resolve_target(target)
-    if isinstance(model, tvm.IRModule):
-        mod = model
-    else:
-        mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
+    mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
+    pipeline, built = planning_pipeline(target, report=report, **plan_options)
+    executable = tvm.compile(mod, target, relax_pipeline=pipeline)
+    return CompileResult(executable, built["module"], built["report"], target)
+
+
+def export(model, path, target="llvm", *, input_shapes: dict | None = None, embed_weights: bool = False,
+           fcompile=None, **plan_options):
+    """Build ``model`` into an artifact directory for :func:`fluidml_tvm.runtime.load`.
+
+    Weights are re-laid-out once here and written beside the library (or bound
+    into it with ``embed_weights``). Returns ``(ArtifactInfo, MemoryReport)``.
+    """
+    from .artifact import export_artifact
+
+    target = resolve_target(target)
+    mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
+    pipeline, built = planning_pipeline(target, **plan_options)
+    info = export_artifact(mod, params["main"], target, path, relax_pipeline=pipeline,
+                           embed_weights=embed_weights, fcompile=fcompile)
+    return info, built["report"]
+
+
+def planning_pipeline(target, *, report: bool = True, **plan_options):
+    """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
+
+    The report needs the fused module before planning, so the stages run here
+    one by one instead of as one Sequential.
+    """
     parts = stages(target, **plan_options)
-    with target:
-        fused = tvm.transform.Sequential(parts["fuse"])(mod)
-        start = time.perf_counter()
-        planned = tvm.transform.Sequential(parts["plan"])(fused)
-        seconds = time.perf_counter() - start
-        mem = None
-        if report:
-            tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
-            mem = memory_report(planned, tvm_lowered, seconds, scratch=plan_options.get("scratch", True))
-        final = tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
-    executable = tvm.compile(final, target, relax_pipeline=None)
-    return CompileResult(executable, planned, mem, target)
+    built: dict = {"module": None, "report": None}
+
+    @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            fused = tvm.transform.Sequential(parts["fuse"])(mod)
+            start = time.perf_counter()
+            planned = tvm.transform.Sequential(parts["plan"])(fused)
+            seconds = time.perf_counter() - start
+            if report:
+                tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
+                built["report"] = memory_report(planned, tvm_lowered, seconds,
+                                                scratch=plan_options.get("scratch", True))
+            built["module"] = planned
+            return tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
+
+    return _pipeline, built
 
 
-__all__ = ["compile", "CompileResult"]
+__all__ = ["compile", "export", "CompileResult", "planning_pipeline"]

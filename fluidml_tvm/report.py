@@ -87,6 +87,8 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
         if not isinstance(func, relax.Function) or not (func.attrs and PLAN_ATTR in func.attrs):
             continue
         plan = json.loads(str(func.attrs[PLAN_ATTR]))
+        if not plan["tensors"] and not plan["unplanned"]:
+            continue  # nothing allocated (e.g. a constant function)
         name = gv.name_hint
         tvm_order, _ = plan_function(same_tensors, same_tensors[name], name, inplace=False)
         tvm_storages = function_liveness(tvm_planned[name]).storages

@@ -37,3 +37,16 @@ def resolve_target(target) -> tvm.target.Target:
             "('{\"kind\": \"llvm\", \"mtriple\": \"aarch64-linux-gnu\", \"mattr\": [\"+neon\"]}'), "
             f"or a preset: {', '.join(sorted(PRESETS))}."
         ) from None
+
+
+def cross_compiler(target):
+    """The linker for ``export_library`` when ``target`` is not this machine, else None."""
+    target = resolve_target(target)
+    host = target.host or target
+    triple = str(host.attrs.get("mtriple", "")) if "mtriple" in host.attrs else ""
+    if not triple.startswith("aarch64"):
+        return None
+    from tvm.support import cc
+
+    # The board's libc is what links; Android boards take the same GNU cross toolchain here.
+    return cc.cross_compiler(f"{triple.replace('-android', '-linux-gnu')}-gcc")

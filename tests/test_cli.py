@@ -18,6 +18,7 @@ def test_optimize_writes_library_report_and_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "arena" in out and "TVM" in out and "every plan validated" in out
+    assert "weights.bin" not in {p.name for p in tmp_path.iterdir()}  # one file, weights inside
     assert lib.stat().st_size > 0 and plot.stat().st_size > 0
     plan = json.loads(report.read_text())["functions"]["main"]
     assert plan["arena_bytes"] > 0 and plan["tensors"]
@@ -37,3 +38,22 @@ def test_demo_runs_as_a_command(tmp_path):
                           cwd=tmp_path, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "relative error vs ONNX Runtime" in proc.stdout
+
+
+def test_optimize_to_a_directory_writes_an_artifact_the_lean_runtime_runs(tmp_path, capsys):
+    import numpy as np
+    import onnxruntime as ort
+
+    from fluidml_tvm import runtime
+    from fluidml_tvm.example_model import example_inputs
+
+    proto = build_example_model()
+    model = tmp_path / "encoder.onnx"
+    onnx.save(proto, str(model))
+    assert main(["optimize", str(model), "-o", str(tmp_path / "artifact")]) == 0
+    assert {p.name for p in (tmp_path / "artifact").iterdir()} >= {"model.so", "weights.bin", "manifest.json"}
+    feeds = example_inputs(proto)
+    with runtime.load(tmp_path / "artifact") as lean:
+        out = lean(*feeds.values())
+    ref = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0]
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
