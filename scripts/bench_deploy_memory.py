@@ -6,7 +6,7 @@ inference:
 * ``onnxruntime``  InferenceSession on the CPU provider.
 * ``stock tvm``    ``import tvm``; the library built by ``tvm.compile`` with the default
                    pipeline and the weights bound as constants; ``relax.VirtualMachine``.
-* ``lean``         ``fluidml_tvm.runtime.load`` of an ``export_artifact`` directory
+* ``lean``         ``fluidml_tvm.runtime.load`` of a ``fluidml_tvm.export`` directory (FluidML pipeline)
                    (tvm_ffi + libtvm_runtime.so, weights memory-mapped).
 
 The reference for the lean runtime is ``baseline + weights + arena``: the peak RSS of a
@@ -38,6 +38,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmarks_md import write_section  # noqa: E402
+
 CACHE = Path.home() / ".cache" / "fluidml-tvm" / "deploy-bench"
 MB = 1 << 20
 
@@ -93,7 +96,7 @@ print(json.dumps({{"peak": peak, "arena": sum(arena)}}))
 def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     """Write out/stock.so (weights embedded, default pipeline) and out/lean (an artifact)."""
     stat = onnx_path.stat()
-    stamp = f"v2 {onnx_path.resolve()} {stat.st_size} {stat.st_mtime_ns}"  # bump v on changes
+    stamp = f"v3 {onnx_path.resolve()} {stat.st_size} {stat.st_mtime_ns}"  # bump v on changes
     if not rebuild and (out / "stamp").is_file() and (out / "stamp").read_text() == stamp:
         return
     import onnx
@@ -101,7 +104,7 @@ def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from fluidml_tvm.artifact import export_artifact
+    import fluidml_tvm
     from fluidml_tvm.frontend import random_inputs
 
     model = onnx.load(str(onnx_path))
@@ -110,8 +113,7 @@ def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     tvm.compile(
         from_onnx(model), target, relax_pipeline=relax.get_default_pipeline(target)
     ).export_library(str(out / "stock.so"))
-    mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
-    info = export_artifact(mod, params["main"], target, out / "lean")
+    info, _ = fluidml_tvm.export(model, out / "lean", target)
     np.savez(out / "inputs.npz", *list(random_inputs(model).values()))
     # The in-process build's output, for the bit-exactness check.
     vm = relax.VirtualMachine(info.executable, tvm.cpu())
@@ -150,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="ONNX files")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
     rows = []
     for onnx_path in args.models:
@@ -173,18 +176,20 @@ def main() -> None:
             f"| {baseline / MB:.1f} "
             f"| {peaks['onnxruntime']['peak'] / MB:.1f} | {peaks['stock tvm']['peak'] / MB:.1f} "
             f"| {lean / MB:.1f} | {resident / MB:.1f} | {reference / MB:.1f} "
-            f"| {max(lean, resident) / reference:.3f} "
+            f"| {max(lean, resident) / reference:.3f} | {resident / peaks['onnxruntime']['peak']:.2f} "
             f"| {'yes' if identical else 'NO'} | {ort_diff:.1e} |"
         )
-    print(
+        print(rows[-1], flush=True)
+    table = (
         "| model | weights MB | VM storage MB | kernel scratch MB | runtime baseline MB "
         "| ONNX Runtime peak MB "
         "| stock TVM peak MB | lean peak MB | lean, all weights resident MB "
-        "| baseline+weights+arena MB | worst lean / reference | lean == in-process "
-        "| max abs diff vs ORT |"
+        "| baseline+weights+arena MB | worst lean / reference | lean resident / ORT | lean == in-process "
+        "| max abs diff vs ORT |\n" + "|" + " --- |" * 14 + "\n" + "\n".join(rows)
     )
-    print("|" + " --- |" * 13)
-    print("\n".join(rows))
+    print(table)
+    if args.write:
+        write_section("bench_deploy_memory", table)
 
 
 if __name__ == "__main__":

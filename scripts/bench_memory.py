@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import model_zoo  # noqa: E402
+from benchmarks_md import write_section  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "fluidml-tvm" / "bench-memory"
 MB = 1 << 20
@@ -149,21 +150,7 @@ def main() -> None:
         )
     print(table)
     if args.write:
-        command = "python scripts/bench_memory.py " + " ".join(sys.argv[1:])
-        write_section("bench_memory", f"Command: `{command.strip()}`\n\n{table}\n")
-
-
-def write_section(key: str, body: str) -> None:
-    """Replace (or append) the section between this script's markers in BENCHMARKS.md."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    block = f"{begin}\n{body}{end}"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+        write_section("bench_memory", table)
 
 
 if __name__ == "__main__":
