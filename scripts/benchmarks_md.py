@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ PATH = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 def write_section(key: str, table: str) -> None:
     """Replace (or append) the section between ``key``'s markers, with the command that made it."""
-    command = " ".join(["python", *[Path(sys.argv[0]).as_posix().split("/work/main/")[-1]], *sys.argv[1:]])
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), PATH.parent)
+    command = " ".join(["python", script, *sys.argv[1:]])
     body = f"Command: `{command}`\n\n{table.strip()}\n"
     text = PATH.read_text() if PATH.exists() else "# Benchmarks\n"
     begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
