@@ -58,11 +58,10 @@ class FunctionLiveness:
     bindings: list
     allocs: dict = field(default_factory=dict)  # name -> TensorAlloc
     alloc_vars: dict = field(default_factory=dict)  # name -> the relax.Var bound to it
-    lifetimes: dict = field(default_factory=dict)  # name -> (first step, last step)
+    lifetimes: dict = field(default_factory=dict)  # name -> (first, last) time, inclusive
     storages: dict = field(default_factory=dict)  # storage var name -> bytes (None if dynamic)
     escaping: set = field(default_factory=set)  # names reachable from the return value
     calls: list = field(default_factory=list)  # DPSCall, in step order
-
 
 
 def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:

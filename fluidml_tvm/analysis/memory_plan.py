@@ -19,6 +19,8 @@ OFFSET_CAPABLE_TARGETS = frozenset({"llvm", "c", "cuda"})
 
 @dataclass(frozen=True)
 class PlannedTensor:
+    """A tensor's place; ``start``/``end`` in kernel time (step * SLOTS + nest)."""
+
     name: str
     nbytes: int
     start: int

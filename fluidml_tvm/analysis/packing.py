@@ -1,4 +1,4 @@
-"""Which matmuls take a constant weight, and the column block ``n`` to pack each one with.
+"""Which matmuls and convolutions take a constant weight, and the block ``n`` to pack each one with.
 
 A weight ``W[K, N]`` (or ``W[N, K]`` seen through ``permute_dims``, the form the
 ONNX importer gives ``Gemm(transB=1)``) packed as ``[ceil(N/n), K, n]`` puts the
@@ -6,6 +6,10 @@ ONNX importer gives ``Gemm(transB=1)``) packed as ``[ceil(N/n), K, n]`` puts the
 A constant read by anything else than the one matmul (GPT-2's tied embedding: a
 ``take`` and the LM head) is never packed: a packed copy would keep the weight
 twice.  Such a weight is read as it is stored (``"dense"`` for ``[N, K]``).
+
+A conv2d weight ``[O, I, kh, kw]`` (NCHW/OIHW, ``groups == 1``) packed as
+``[ceil(O/n), I, kh, kw, n]`` gives the same contiguous run of ``n`` output
+channels for every ``(i, r, s)``.
 """
 
 from __future__ import annotations
@@ -21,19 +25,20 @@ _SHAPE_ONLY_OPS = {"relax.shape_of"}
 
 @dataclass(frozen=True)
 class PackDecision:
-    """How to rewrite one ``R.matmul`` binding.
+    """How to rewrite one ``R.matmul`` or ``R.nn.conv2d`` binding.
 
-    ``layout`` is ``"packed"`` (weight re-laid-out as ``[ceil(N/n), K, n]``) or
-    ``"dense"`` (shared ``[N, K]`` weight read in place, no copy).
+    ``layout`` is ``"packed"`` (matmul weight re-laid-out as ``[ceil(N/n), K, n]``),
+    ``"dense"`` (shared ``[N, K]`` weight read in place, no copy) or ``"conv2d"``
+    (OIHW weight re-laid-out as ``[ceil(O/n), I, kh, kw, n]``).
     """
 
-    var: relax.Var  # the matmul's binding variable
+    var: relax.Var  # the matmul's (or conv2d's) binding variable
     weight: tvm.ir.expr.Constant
     transposed: bool  # weight stored [N, K] (Gemm transB), read through permute_dims
     k: int
-    n: int
+    n: int  # output columns (output channels of a conv2d)
     block: int  # n: columns per packed block (for "dense": per register tile)
-    layout: str
+    layout: str  # "packed", "dense" or "conv2d"
 
     @property
     def padded_n(self) -> int:
@@ -41,23 +46,25 @@ class PackDecision:
 
 
 def column_block(n: int, lanes: int) -> int:
-    """The packed column block for ``n`` output columns: two vectors if it divides ``n``.
+    """The packed block for ``n`` output columns: two vectors if that divides ``n``.
 
-    Tries ``2*lanes``, ``lanes``, then ``4*lanes`` for an exact fit, else pads to ``2*lanes``.
+    Tries ``2*lanes``, ``lanes``, ``4*lanes``, then smaller powers of two down to 4 for an
+    exact fit (no padding, so no extra bytes); pads to ``2*lanes`` only when none fits.
     """
-    for block in (2 * lanes, lanes, 4 * lanes):
+    candidates = [2 * lanes, lanes, 4 * lanes] + [b for b in (lanes // 2, lanes // 4) if b >= 4]
+    for block in candidates:
         if n % block == 0:
             return block
     return 2 * lanes
 
 
 def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
-    """Return a :class:`PackDecision` for every float32 matmul of ``func`` with a constant weight."""
+    """Return a :class:`PackDecision` for every float32 matmul/conv2d of ``func`` with a constant weight."""
     finder = _MatmulFinder()
     finder.visit_expr(func)
     uses = finder.data_uses
     decisions = []
-    for var, call, weight, transposed in finder.candidates:
+    for var, _call, weight, transposed in finder.candidates:
         if not isinstance(weight.value, tvm.runtime.Tensor):
             continue
         shape = [int(s) for s in weight.value.shape]
@@ -71,6 +78,13 @@ def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
             decisions.append(PackDecision(var, weight, True, k, n, column_block(n, lanes), "dense"))
         else:
             decisions.append(PackDecision(var, weight, transposed, k, n, column_block(n, lanes), "packed"))
+    for var, call in finder.convolutions:
+        weight = call.args[1]
+        if uses.get(weight, 0) > 1 or weight.value.dtype != "float32":
+            continue
+        out_channels, in_channels = (int(s) for s in weight.value.shape[:2])
+        decisions.append(PackDecision(var, weight, False, in_channels, out_channels,
+                                      column_block(out_channels, lanes), "conv2d"))
     return decisions
 
 
@@ -81,6 +95,7 @@ class _MatmulFinder(relax.PyExprVisitor):
     def __init__(self):
         super().__init__()
         self.candidates: list = []
+        self.convolutions: list = []
         self.data_uses: dict = {}
         self._transposed: dict = {}  # var bound to permute_dims(C, [1, 0]) -> C
         self._weight_of: dict = {}  # matmul var -> the permute_dims var it reads
@@ -99,6 +114,8 @@ class _MatmulFinder(relax.PyExprVisitor):
                 elif w in self._transposed:
                     self._weight_of[binding.var] = w
                     self.candidates.append((binding.var, value, self._transposed[w], True))
+        if _is_op(value, "relax.nn.conv2d") and _is_tensor_const(value.args[1]) and _plain_conv(value):
+            self.convolutions.append((binding.var, value))
         super().visit_var_binding_(binding)
 
     def weight_var(self, matmul_var):
@@ -118,3 +135,11 @@ def _is_op(expr, *names) -> bool:
 
 def _is_tensor_const(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant) and isinstance(expr.value, tvm.runtime.Tensor)
+
+
+def _plain_conv(call) -> bool:
+    """NCHW/OIHW float32 conv2d without groups, the form the packed kernel computes."""
+    a = call.attrs
+    return (int(a.groups) == 1 and a.data_layout == "NCHW" and a.kernel_layout == "OIHW"
+            and a.out_layout == "NCHW" and call.args[0].ty.dtype == "float32"
+            and a.out_dtype in (None, "", "void", "float32") and len(call.args[0].ty.shape) == 4)
