@@ -39,6 +39,7 @@ from .runtime.manifest import (
     Manifest,
     TensorSpec,
 )
+from .analysis.shared_weights import transposed_shared_params
 from .runtime.weights import fingerprint, layout_weights, write_weights
 
 
@@ -86,6 +87,10 @@ def export_artifact(
     num_input = int(mod["main"].attrs["num_input"])
     arrays = _ordered_params(mod["main"].params[num_input:], params)
 
+    if transposed_shared_params(mod["main"], num_input):
+        # Read the shared weight transposed inside the matmul, so nothing lifts a
+        # transposed copy and the weight is stored once.
+        mod = relax.transform.FuseTransposeMatmul()(mod)
     lifted = relax.transform.LiftTransformParams()(mod)
     weights = _run_transform_params(lifted["main_transform_params"], arrays)
     main = lifted["main"]

@@ -118,3 +118,27 @@ def test_cross_compiled_library_is_aarch64(imported, tmp_path):
     )
     elf = (info.directory / "model.so").read_bytes()[:20]
     assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
+
+
+def test_tied_embedding_is_stored_once(tmp_path):
+    """GPT-2 reads its token table as-is (lookup) and transposed (LM head): one copy on disk."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import model_zoo
+    import onnx
+
+    import fluidml_tvm
+
+    path = model_zoo.model_path("gpt2-tiny")
+    proto = onnx.load(str(path))
+    initializer_bytes = sum(int(np.prod(i.dims)) * 4 for i in proto.graph.initializer)
+    info, _ = fluidml_tvm.export(str(path), tmp_path / "gpt2", "llvm")
+    assert info.manifest.weights_bytes <= initializer_bytes + 64 * len(info.manifest.weights)
+    feeds = model_zoo.example_inputs("gpt2-tiny")
+    with runtime.load(tmp_path / "gpt2") as model:
+        out = model(*feeds.values())
+    ref = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
