@@ -1,5 +1,7 @@
 """FluidMLPlan in users' pipelines: where it may go, and what it gives."""
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -128,3 +130,24 @@ def test_kernel_scratch_moves_into_the_arena():
     assert "scratch_" in lifted["main"].script() and "scratch_" not in kept["main"].script()
     softmax = next(f for gv, f in lifted.functions.items() if "softmax" in gv.name_hint)
     assert len(softmax.params) > 2 and not softmax.body.block.alloc_buffers
+
+
+@tvm.script.ir_module
+class ReshapedOutput:
+    @R.function
+    def main(x: R.Tensor((16, 32), "float32"), w: R.Tensor((32, 32), "float32")):
+        with R.dataflow():
+            a = R.exp(R.matmul(x, w))
+            b = R.matmul(a, w)
+            c = R.reshape(b, (1, 16, 32))
+            R.output(c)
+        return c
+
+
+def test_returned_reshape_is_written_in_place_not_copied():
+    result = fluidml_tvm.compile(ReshapedOutput, TARGET, validate=True)
+    script = result.module["main"].script()
+    assert "R.reshape(alloc" in script  # the producer writes through a view of the output
+    assert not re.search(r"^\s+reshape\d*\(", script, re.M)  # and no kernel copies into it
+    expected = run_vm(tvm.compile(ReshapedOutput, TARGET, relax_pipeline=relax.get_default_pipeline(TARGET)), inputs())
+    assert_close(run_vm(result.executable, inputs()), expected, rel=1e-5)

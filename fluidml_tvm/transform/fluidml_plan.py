@@ -9,6 +9,7 @@ from ..analysis.phase import is_dataflow_form, require_legalized, require_unplan
 from .lift_kernel_scratch import LiftKernelScratch
 from .plan_memory import PLAN_ATTR, PlanMemory
 from .reorder_for_memory import ReorderForMemory
+from .write_into_output import WriteIntoOutput
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.FluidMLPlan")
@@ -61,6 +62,7 @@ class FluidMLPlan:
                 relax.transform.CallTIRRewrite(),
             ]
             mod = tvm.transform.Sequential(passes)(mod)
+        mod = WriteIntoOutput()(mod)
         if self.scratch:
             mod = LiftKernelScratch()(mod)
         return self.plan_memory(mod)
