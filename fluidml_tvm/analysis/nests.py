@@ -41,7 +41,7 @@ def _kernel_nests(func):
     try:
         sch = s_tir.Schedule(func)
         rvs = sch.get_child_blocks(sch.get_sblock("root"))
-    except (tvm.error.TVMError, ValueError, AttributeError):
+    except (RuntimeError, ValueError, AttributeError):
         return None
     blocks, nest, outers = [], [], []
     for rv in rvs:

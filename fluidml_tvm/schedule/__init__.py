@@ -1,0 +1,47 @@
+"""Default schedules for CPU kernels, one rule per module; ``schedule_function`` tries them in order."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+
+from .conv2d import schedule_conv2d
+from .elementwise import schedule_elementwise
+from .machine import Machine
+from .matmul import schedule_matmul
+from .reduction import schedule_reduction
+
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def is_scheduled(func: tirx.PrimFunc) -> bool:
+    """True when a schedule (ours, dlight's, a MetaSchedule database's) was already applied."""
+    return bool(func.attrs and SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]))
+
+
+def schedule_function(func: tirx.PrimFunc, target, shared_row_nests: bool = False
+                      ) -> tuple[tirx.PrimFunc, str | None]:
+    """Return ``func`` scheduled by the first rule that applies, and that rule's name (None: unchanged).
+
+    ``shared_row_nests``: see :mod:`fluidml_tvm.schedule.reduction`.
+    """
+    machine = Machine.of(target)
+    rules = [
+        ("matmul", lambda sch: schedule_matmul(sch, machine)),
+        ("conv2d", lambda sch: schedule_conv2d(sch, machine)),
+        ("reduction", lambda sch: schedule_reduction(sch, machine, target, shared_row_nests)),
+        ("elementwise", lambda sch: schedule_elementwise(sch, machine)),
+    ]
+    for name, rule in rules:
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        try:
+            result = rule(sch)
+        except (s_tir.ScheduleError, RuntimeError, ValueError, IndexError):
+            continue
+        if result:
+            scheduled = result if isinstance(result, s_tir.Schedule) else sch
+            return scheduled.mod["main"].with_attr(SCHEDULED_ATTR, True), name
+    return func, None
+
+
+__all__ = ["Machine", "is_scheduled", "schedule_function", "SCHEDULED_ATTR"]

@@ -1,0 +1,54 @@
+"""ScheduleKernels: a default CPU schedule for every PrimFunc left unscheduled after fusion."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import tirx
+
+from ..schedule import is_scheduled, schedule_function
+
+
+@tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.ScheduleKernels")
+class ScheduleKernels:
+    """Schedule every PrimFunc without the ``tirx.is_scheduled`` attribute.
+
+    Place it after ``FuseTIR`` (end of the ``"fuse"`` stage) and before
+    FluidMLPlan: the fused kernels are final there, and a MetaSchedule database
+    applied earlier marks its functions scheduled, which this pass skips.
+    Rules (``fluidml_tvm.schedule``), first match wins: register-tiled matmul
+    (packed, dense and batch, with epilogue), direct conv2d, row reductions,
+    injective.  A function no rule fits is left as it is.
+
+    Parameters
+    ----------
+    target : tvm.target.Target, optional
+        Vector width and cores come from it; default: the current target.
+    shared_row_nests : bool
+        Schedule softmax/layer norm with all blocks under one row loop (dlight's
+        rule): slightly faster, but FluidMLPlan can then no longer write their
+        output over their input (a larger arena).
+    """
+
+    def __init__(self, target=None, shared_row_nests: bool = False):
+        self.target = target
+        self.shared_row_nests = shared_row_nests
+        self.applied: dict[str, str | None] = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        target = self.target or tvm.target.Target.current(allow_none=True)
+        if target is None or target.kind.name != "llvm":
+            return mod
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
+                continue
+            scheduled, rule = schedule_function(func, target, self.shared_row_nests)
+            self.applied[gv.name_hint] = rule
+            if rule is not None:
+                updates[gv] = scheduled
+        if not updates:
+            return mod
+        out = tvm.IRModule(dict(mod.functions), mod.attrs)
+        for gv, func in updates.items():
+            out[gv] = func
+        return out
