@@ -37,8 +37,9 @@ def main(argv=None) -> int:
 def _build_options(p, output_required=True):
     p.add_argument("-o", "--output", required=output_required,
                    help="artifact directory, or FILE.so for one library with the weights inside")
-    p.add_argument("--target", default="llvm",
-                   help="TVM target: a kind ('llvm'), JSON, or a preset (x86-64, aarch64, mali, adreno)")
+    p.add_argument("--target", default="host",
+                   help="TVM target: a kind ('llvm'), JSON, or a preset (host = this CPU, x86-64 = AVX2, "
+                        "aarch64, mali, adreno)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--planner", default="best", help="memory planner (default: best of the arena heuristics)")
@@ -103,25 +104,41 @@ def _demo(args) -> int:
 
 
 def _check_demo(onnx_path, artifact):
-    """Run the artifact with the lean runtime and compare it with ONNX Runtime when installed."""
+    """Run the artifact with the lean runtime in a fresh process (no TVM compiler, as on a
+    board) and compare it with ONNX Runtime when that is installed."""
+    import json
+    import subprocess
+
     import numpy as np
     import onnx
 
-    from . import runtime
     from .example_model import example_inputs
 
     inputs = example_inputs(onnx.load(str(onnx_path)))
-    with runtime.load(artifact) as model:
-        out = model(*inputs.values())
-    out = out[0] if isinstance(out, tuple) else out
+    np.savez(Path(artifact) / "demo_inputs.npz", **inputs)
+    code = (
+        "import sys, numpy as np\n"
+        "from fluidml_tvm import runtime\n"
+        "inputs = dict(np.load(sys.argv[1] + '/demo_inputs.npz'))\n"
+        "with runtime.load(sys.argv[1]) as model:\n"
+        "    out = model(*inputs.values())\n"
+        "np.save(sys.argv[1] + '/demo_output.npy', out[0] if isinstance(out, tuple) else out)\n"
+        "print('tvm' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(artifact)], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"the lean runtime failed on {artifact}:\n{proc.stderr[-2000:]}")
+    compiler_loaded = json.loads(proc.stdout.strip().splitlines()[-1].lower())
+    out = np.load(Path(artifact) / "demo_output.npy")
+    print(f"ran the artifact with the lean runtime (TVM compiler loaded: {'yes' if compiler_loaded else 'no'})")
     try:
         import onnxruntime as ort
     except ImportError:
-        print(f"ran the library: output {out.shape}")
+        print(f"output {out.shape}")
         return
     ref = ort.InferenceSession(str(onnx_path)).run(None, inputs)[0]
     err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-6))
-    print(f"ran the library: output {out.shape}, relative error vs ONNX Runtime {err:.1e}")
+    print(f"output {out.shape}, relative error vs ONNX Runtime {err:.1e}")
 
 
 if __name__ == "__main__":

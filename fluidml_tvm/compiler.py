@@ -30,12 +30,12 @@ class CompileResult:
         return iter((self.executable, self.report))
 
 
-def compile(model, target="llvm", *, input_shapes: dict | None = None, report: bool = True,
+def compile(model, target="host", *, input_shapes: dict | None = None, report: bool = True,
             **plan_options) -> CompileResult:  # noqa: A001 - mirrors tvm.compile
     """Build ``model`` (ONNX path, ``onnx.ModelProto`` or Relax ``IRModule``) for ``target``.
 
-    ``plan_options`` go to :class:`fluidml_tvm.transform.FluidMLPlan`; with
-    ``report`` the same module is also lowered TVM's way to compare against.
+    ``plan_options`` as for :func:`fluidml_tvm.pipeline.stages`; with ``report``
+    the same module is also lowered TVM's way to compare against.
     """
     target = resolve_target(target)
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
@@ -44,7 +44,7 @@ def compile(model, target="llvm", *, input_shapes: dict | None = None, report: b
     return CompileResult(executable, built["module"], built["report"], target)
 
 
-def export(model, path, target="llvm", *, input_shapes: dict | None = None, embed_weights: bool = False,
+def export(model, path, target="host", *, input_shapes: dict | None = None, embed_weights: bool = False,
            fcompile=None, **plan_options):
     """Build ``model`` into an artifact directory for :func:`fluidml_tvm.runtime.load`.
 
@@ -64,8 +64,8 @@ def export(model, path, target="llvm", *, input_shapes: dict | None = None, embe
 def planning_pipeline(target, *, report: bool = True, **plan_options):
     """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
 
-    The report needs the fused module before planning, so the stages run here
-    one by one instead of as one Sequential.
+    The report needs the scheduled module before planning (TVM plans the same
+    kernels for comparison), so the stages run here one by one.
     """
     parts = stages(target, **plan_options)
     built: dict = {"module": None, "report": None}
@@ -73,7 +73,7 @@ def planning_pipeline(target, *, report: bool = True, **plan_options):
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            fused = tvm.transform.Sequential(parts["fuse"])(mod)
+            fused = tvm.transform.Sequential(parts["pack"] + parts["fuse"] + parts["schedule"])(mod)
             start = time.perf_counter()
             planned = tvm.transform.Sequential(parts["plan"])(fused)
             seconds = time.perf_counter() - start

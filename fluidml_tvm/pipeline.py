@@ -6,21 +6,34 @@ import tvm
 from tvm import relax
 
 from .targets import resolve_target
-from .transform import FluidMLPlan
+from .transform import ExpandIntegerPower, FluidMLPlan, PackWeights, ScheduleKernels
+
+# The order the stages run in.
+STAGES = ("pack", "fuse", "schedule", "plan", "lower", "finalize")
 
 
-def stages(target, **options) -> dict:
-    """TVM's default pipeline for ``target`` cut into its stages, FluidMLPlan between them.
+def stages(target, *, kernels: bool = True, fast_math: bool = True, **plan_options) -> dict:
+    """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
-    ``fuse`` (dispatch, legalize, fold constants, fuse) ends in fused dataflow
-    form; ``plan`` is FluidMLPlan; ``finalize`` is TVM's own lowering, whose
-    StaticPlanBlockMemory then only sees the tensors FluidML left to it.
+    ``pack`` re-lays matmul/conv weights out (while the constants and their
+    transposes are still visible); ``fuse`` is TVM's dispatch, legalization,
+    constant folding (which folds the re-layouts) and fusion; ``schedule``
+    gives every kernel still unscheduled a default schedule; ``plan`` is
+    FluidMLPlan; ``lower`` and ``finalize`` are TVM's own, whose
+    StaticPlanBlockMemory then only sees what FluidML left to it.
+
+    ``kernels=False`` leaves layouts and kernels as TVM makes them;
+    ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
+    error ~1e-6); ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = resolve_target(target)
     pipe = relax.pipeline
+    pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
+        "pack": pack + [PackWeights(target)] if kernels else [],
         "fuse": pipe.library_dispatch_passes(target) + pipe.legalize_passes(target),
-        "plan": [FluidMLPlan(**options)],
+        "schedule": [ScheduleKernels(target)] if kernels else [],
+        "plan": [FluidMLPlan(**plan_options)],
         "lower": _dataflow_lower_passes(target),
         "finalize": pipe.finalize_passes(target),
     }
@@ -29,13 +42,11 @@ def stages(target, **options) -> dict:
 def get_pipeline(target, **options) -> tvm.transform.Pass:
     """A pass for ``tvm.compile(mod, target, relax_pipeline=...)``.
 
-    ``options`` go to :class:`fluidml_tvm.transform.FluidMLPlan`.
+    ``options`` as for :func:`stages`.
     """
     target = resolve_target(target)
     parts = stages(target, **options)
-    seq = tvm.transform.Sequential(
-        parts["fuse"] + parts["plan"] + parts["lower"] + parts["finalize"], name="fluidml_tvm"
-    )
+    seq = tvm.transform.Sequential([p for name in STAGES for p in parts[name]], name="fluidml_tvm")
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:

@@ -21,10 +21,21 @@ class UnknownTargetError(ValueError):
     """A target string TVM does not understand."""
 
 
+def host_target() -> dict:
+    """This machine's CPU: plain ``llvm`` would compile for the baseline ISA (SSE2 on x86)."""
+    import os
+
+    from tvm.target import codegen
+
+    return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+
+
 def resolve_target(target) -> tvm.target.Target:
     """A ``tvm.target.Target`` from a Target, a dict, a TVM target string or a preset name."""
     if isinstance(target, tvm.target.Target):
         return target
+    if target == "host":
+        return tvm.target.Target(host_target())
     spec = PRESETS.get(target, target) if isinstance(target, str) else target
     try:
         if isinstance(spec, str) and spec.lstrip().startswith("{"):
@@ -35,7 +46,7 @@ def resolve_target(target) -> tvm.target.Target:
             f"unknown target {target!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
             "Use a TVM target kind ('llvm'), a TVM target as JSON "
             "('{\"kind\": \"llvm\", \"mtriple\": \"aarch64-linux-gnu\", \"mattr\": [\"+neon\"]}'), "
-            f"or a preset: {', '.join(sorted(PRESETS))}."
+            f"or a preset: host, {', '.join(sorted(PRESETS))}."
         ) from None
 
 

@@ -3,9 +3,12 @@
 from ..analysis.phase import PipelinePlacementError
 from .fluidml_plan import FluidMLPlan
 from .plan_memory import PlanMemory
+from .expand_integer_power import ExpandIntegerPower
 from .lift_kernel_scratch import LiftKernelScratch
+from .pack_weights import PackWeights
 from .reorder_for_memory import ReorderForMemory
+from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
 __all__ = ["FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory", "WriteIntoOutput",
-           "PipelinePlacementError"]
+           "ExpandIntegerPower", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]
