@@ -55,13 +55,16 @@ def export(model, path, target="host", *, input_shapes: dict | None = None, embe
 
     target = resolve_target(target)
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
-    pipeline, built = planning_pipeline(target, **plan_options)
+    # Weight re-layouts must precede LiftTransformParams (in export_artifact) to happen once.
+    with target:
+        mod = tvm.transform.Sequential(stages(target, **plan_options)["pack"])(mod)
+    pipeline, built = planning_pipeline(target, pack=False, **plan_options)
     info = export_artifact(mod, params["main"], target, path, relax_pipeline=pipeline,
                            embed_weights=embed_weights, fcompile=fcompile)
     return info, built["report"]
 
 
-def planning_pipeline(target, *, report: bool = True, **plan_options):
+def planning_pipeline(target, *, report: bool = True, pack: bool = True, **plan_options):
     """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
 
     The report needs the scheduled module before planning (TVM plans the same
@@ -73,7 +76,8 @@ def planning_pipeline(target, *, report: bool = True, **plan_options):
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            fused = tvm.transform.Sequential(parts["pack"] + parts["fuse"] + parts["schedule"])(mod)
+            early = parts["pack"] if pack else []
+            fused = tvm.transform.Sequential(early + parts["fuse"] + parts["schedule"])(mod)
             start = time.perf_counter()
             planned = tvm.transform.Sequential(parts["plan"])(fused)
             seconds = time.perf_counter() - start

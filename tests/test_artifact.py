@@ -142,3 +142,21 @@ def test_tied_embedding_is_stored_once(tmp_path):
         out = model(*feeds.values())
     ref = ort.InferenceSession(str(path)).run(None, feeds)[0]
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_exported_weights_are_packed_once_at_build_time(tmp_path):
+    """Matmul weights leave the build already in the kernels' [N/n, K, n] layout, at no extra bytes."""
+    import fluidml_tvm
+    from fluidml_tvm.example_model import build_example_model, example_inputs
+
+    proto = build_example_model()
+    initializer_bytes = sum(int(np.prod(i.dims)) * 4 for i in proto.graph.initializer)
+    info, _ = fluidml_tvm.export(proto, tmp_path / "enc", "x86-64")
+    shapes = [tuple(w.shape) for w in info.manifest.weights]
+    assert any(len(s) == 3 and s[2] in (8, 16, 32) for s in shapes), shapes
+    assert info.manifest.weights_bytes <= initializer_bytes + 64 * len(shapes)
+    feeds = example_inputs(proto)
+    with runtime.load(tmp_path / "enc") as model:
+        out = model(*feeds.values())
+    ref = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0]
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()

@@ -59,16 +59,21 @@ def column_block(n: int, lanes: int) -> int:
 
 
 def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
-    """Return a :class:`PackDecision` for every float32 matmul/conv2d of ``func`` with a constant weight."""
-    finder = _MatmulFinder()
+    """Return a :class:`PackDecision` for every float32 matmul/conv2d of ``func`` with a weight.
+
+    A weight is a constant, or a parameter after the ``num_input`` inputs (the
+    form ``from_onnx(keep_params_in_input=True)`` gives; LiftTransformParams
+    then does the re-layout once, at build time).
+    """
+    num_input = func.attrs.get("num_input") if func.attrs else None
+    params = set(func.params[int(num_input):]) if num_input is not None else set()
+    finder = _MatmulFinder(params)
     finder.visit_expr(func)
     uses = finder.data_uses
     decisions = []
     for var, _call, weight, transposed in finder.candidates:
-        if not isinstance(weight.value, tvm.runtime.Tensor):
-            continue
-        shape = [int(s) for s in weight.value.shape]
-        if len(shape) != 2 or weight.value.dtype != "float32":
+        shape = _shape(weight)
+        if len(shape) != 2 or _dtype(weight) != "float32":
             continue
         k, n = (shape[1], shape[0]) if transposed else shape
         shared = uses.get(weight, 0) > 1 or (transposed and uses.get(finder.weight_var(var), 0) > 1)
@@ -80,9 +85,9 @@ def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
             decisions.append(PackDecision(var, weight, transposed, k, n, column_block(n, lanes), "packed"))
     for var, call in finder.convolutions:
         weight = call.args[1]
-        if uses.get(weight, 0) > 1 or weight.value.dtype != "float32":
+        if uses.get(weight, 0) > 1 or _dtype(weight) != "float32":
             continue
-        out_channels, in_channels = (int(s) for s in weight.value.shape[:2])
+        out_channels, in_channels = _shape(weight)[:2]
         decisions.append(PackDecision(var, weight, False, in_channels, out_channels,
                                       column_block(out_channels, lanes), "conv2d"))
     return decisions
@@ -92,8 +97,9 @@ def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
 class _MatmulFinder(relax.PyExprVisitor):
     """Collect ``matmul(x, C)`` / ``matmul(x, permute_dims(C))`` and count reads of every constant."""
 
-    def __init__(self):
+    def __init__(self, params):
         super().__init__()
+        self.params = params  # weight parameters, read like constants
         self.candidates: list = []
         self.convolutions: list = []
         self.data_uses: dict = {}
@@ -102,21 +108,24 @@ class _MatmulFinder(relax.PyExprVisitor):
 
     def visit_var_binding_(self, binding):
         value = binding.value
-        if _is_op(value, "relax.permute_dims") and _is_tensor_const(value.args[0]):
+        if _is_op(value, "relax.permute_dims") and self.is_weight(value.args[0]):
             axes = value.attrs.axes
-            if len(value.args[0].value.shape) == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
+            if len(_shape(value.args[0])) == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
                 self._transposed[binding.var] = value.args[0]
         if _is_op(value, "relax.matmul") and value.attrs.out_dtype in (None, "", "void", "float32"):
             x, w = value.args
             if len(x.ty.shape) >= 2 and x.ty.dtype == "float32":
-                if _is_tensor_const(w):
+                if self.is_weight(w):
                     self.candidates.append((binding.var, value, w, False))
                 elif w in self._transposed:
                     self._weight_of[binding.var] = w
                     self.candidates.append((binding.var, value, self._transposed[w], True))
-        if _is_op(value, "relax.nn.conv2d") and _is_tensor_const(value.args[1]) and _plain_conv(value):
+        if _is_op(value, "relax.nn.conv2d") and self.is_weight(value.args[1]) and _plain_conv(value):
             self.convolutions.append((binding.var, value))
         super().visit_var_binding_(binding)
+
+    def is_weight(self, expr) -> bool:
+        return _is_tensor_const(expr) or expr in self.params
 
     def weight_var(self, matmul_var):
         return self._weight_of[matmul_var]
@@ -124,7 +133,7 @@ class _MatmulFinder(relax.PyExprVisitor):
     def visit_call_(self, call):
         if not _is_op(call, *_SHAPE_ONLY_OPS):
             for arg in call.args:
-                if isinstance(arg, tvm.ir.expr.Constant) or arg in self._transposed:
+                if isinstance(arg, tvm.ir.expr.Constant) or arg in self._transposed or arg in self.params:
                     self.data_uses[arg] = self.data_uses.get(arg, 0) + 1
         super().visit_call_(call)
 
@@ -135,6 +144,15 @@ def _is_op(expr, *names) -> bool:
 
 def _is_tensor_const(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant) and isinstance(expr.value, tvm.runtime.Tensor)
+
+
+def _shape(weight) -> list[int]:
+    shape = weight.value.shape if isinstance(weight, tvm.ir.expr.Constant) else weight.ty.shape.values
+    return [int(s) for s in shape]
+
+
+def _dtype(weight) -> str:
+    return str(weight.value.dtype if isinstance(weight, tvm.ir.expr.Constant) else weight.ty.dtype)
 
 
 def _plain_conv(call) -> bool:
