@@ -96,7 +96,7 @@ print(json.dumps({{"peak": peak, "arena": sum(arena)}}))
 def build(onnx_path: Path, out: Path, rebuild: bool) -> None:
     """Write out/stock.so (weights embedded, default pipeline) and out/lean (an artifact)."""
     stat = onnx_path.stat()
-    stamp = f"v3 {onnx_path.resolve()} {stat.st_size} {stat.st_mtime_ns}"  # bump v on changes
+    stamp = f"v4 {onnx_path.resolve()} {stat.st_size} {stat.st_mtime_ns}"  # bump v on changes
     if not rebuild and (out / "stamp").is_file() and (out / "stamp").read_text() == stamp:
         return
     import onnx
