@@ -3,7 +3,7 @@
 Two tables (markdown):
 
 * per kernel, GFLOP/s: BERT's FFN matmul (128x768 . 768x3072) and ResNet-18's
-  layer-1 conv (64->64, 3x3, 56x56), each built three ways -- with the proposed
+  layer-1 conv (64->64, 3x3, 56x56), each built three ways -- with the
   "pack" + "schedule" stages, with TVM's default pipeline (untuned), and run by
   ONNX Runtime (a one-node model);
 * end to end, median latency (``time_evaluator``) of zoo models built with and
@@ -33,33 +33,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 MODELS = ["minilm", "bert-base", "gpt2", "resnet18", "mobilenetv2"]
 
 
-def fast_stages(target) -> list:
-    """The pipeline with the proposed stages: "pack" before "fuse", "schedule" after it."""
-    from tvm import relax
-
-    from fluidml_tvm.pipeline import stages
-    from fluidml_tvm.transform.expand_integer_power import ExpandIntegerPower
-    from fluidml_tvm.transform.pack_weights import PackWeights
-    from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
-
-    parts = stages(target)
-    pack = [ExpandIntegerPower(), relax.transform.FastMathTransform(), PackWeights(target)]
-    return pack + parts["fuse"] + [ScheduleKernels(target)] + parts["plan"] + parts["lower"] + parts["finalize"]
-
-
-def base_stages(target) -> list:
-    from fluidml_tvm.pipeline import stages
-
-    parts = stages(target)
-    return parts["fuse"] + parts["plan"] + parts["lower"] + parts["finalize"]
-
-
 def build(mod, target, fast: bool):
+    """With FluidML's kernels (pack + schedule stages) or without (TVM's own kernels)."""
     import tvm
 
-    with target:
-        final = tvm.transform.Sequential(fast_stages(target) if fast else base_stages(target))(mod)
-    return tvm.compile(final, target, relax_pipeline=None)
+    from fluidml_tvm.pipeline import get_pipeline
+
+    return tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=fast))
 
 
 def vm_seconds(executable, inputs, repeat: int) -> float:
