@@ -90,7 +90,7 @@ def bench(name: str, target: str) -> None:
     inputs = [tvm.runtime.tensor(v) for v in example_inputs(name).values()]
     outputs, times = [], []
     for tuned in (False, True):
-        parts = stages(tgt)
+        parts = stages(tgt, kernels=False)  # row-major TVM kernels: the "TVM + MetaSchedule" baseline
         passes = parts["fuse"] + ([ApplyTuningDatabase()] if tuned else []) + parts["plan"] + parts["lower"] + parts["finalize"]
         with tgt:
             final = tvm.transform.Sequential(passes)(mod)

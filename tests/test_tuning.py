@@ -1,0 +1,260 @@
+"""Tuning: database round trip, resuming, interruption, corrupt databases, shipped schedules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+from fluidml_tvm.pipeline import stages
+from fluidml_tvm.tuning import (ApplyTuningDatabase, CorruptDatabaseError, extract_tasks, open_database,
+                                shipped_database_dir, tune)
+from fluidml_tvm.tuning.database import RECORD_FILE, WORKLOAD_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+M, K, N = 32, 64, 48
+# Built from source, so a child process can build the same module.
+MATMUL = f"""
+from tvm import relax
+
+def matmul_module():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(({M}, {K}), "float32"))
+    w = relax.Var("w", relax.TensorType(({K}, {N}), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.matmul(x, w)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+Matmul = matmul_module()
+"""
+_scope: dict = {}
+exec(MATMUL, _scope)  # noqa: S102 - our own source, defined above
+Matmul = _scope["Matmul"]
+
+
+def small_search():
+    """The XGBoost-guided evolutionary search, with a population small enough for a test."""
+    return ms.search_strategy.EvolutionarySearch(population_size=32, init_min_unmeasured=16, genetic_num_iters=1)
+
+
+def build(mod, database=None):
+    parts = stages(TARGET)
+    apply = [ApplyTuningDatabase(database)] if database is not None else []
+    with TARGET:
+        final = tvm.transform.Sequential(parts["fuse"] + apply + parts["plan"] + parts["lower"]
+                                         + parts["finalize"])(mod)
+    return final, tvm.compile(final, TARGET, relax_pipeline=None)
+
+
+def run(executable):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((M, K), "float32"), rng.standard_normal((K, N), "float32")
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy(), np.maximum(x @ w, 0)
+
+
+def scheduled(mod) -> list[str]:
+    return [gv.name_hint for gv, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)]
+
+
+def record_lines(work_dir) -> list[str]:
+    return (Path(work_dir) / RECORD_FILE).read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A database with one batch of 8 measured candidates for the matmul."""
+    work_dir = tmp_path_factory.mktemp("tuned")
+    report = tune(Matmul, TARGET, work_dir, trials=8, trials_per_iter=8, search=small_search(),
+                  progress=False, seed=0)
+    assert report.measured_now == 8 and report.complete
+    return work_dir
+
+
+@pytest.fixture
+def copy(tuned, tmp_path):
+    shutil.copytree(tuned, tmp_path / "db")
+    return tmp_path / "db"
+
+
+def test_extract_tasks_counts_calls():
+    from fluidml_tvm.example_model import build_example_model
+
+    tasks = extract_tasks(build_example_model(), TARGET)
+    weights = [int(t.weight) for t in tasks]
+    assert weights == sorted(weights, reverse=True)
+    assert any("matmul" in t.task_name and int(t.weight) >= 2 for t in tasks)  # one per layer at least
+    only = extract_tasks(build_example_model(), TARGET, op_names=["matmul"])
+    assert only and all("matmul" in t.task_name for t in only)
+
+
+def test_round_trip_applies_and_keeps_numerics(tuned):
+    database = open_database(tuned, repair=False)
+    assert len(database.get_all_tuning_records()) == 8
+    untuned_mod, untuned = build(Matmul)
+    tuned_mod, tuned_ex = build(Matmul, database)
+    assert not scheduled(untuned_mod)
+    assert scheduled(tuned_mod) == ["fused_matmul_relu"]
+    (out, expected), (base, _) = run(tuned_ex), run(untuned)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out, base, rtol=1e-5, atol=1e-5)
+    # A directory path works as well as a database object.
+    assert scheduled(build(Matmul, str(tuned))[0]) == ["fused_matmul_relu"]
+
+
+def test_rerun_with_the_same_budget_measures_nothing(copy):
+    before = record_lines(copy)
+    report = tune(Matmul, TARGET, copy, trials=8, trials_per_iter=8, progress=False)
+    assert report.measured_before == report.measured_now == 8
+    assert record_lines(copy) == before
+
+
+def test_trials_per_task_skips_tasks_with_enough_records(copy):
+    report = tune(Matmul, TARGET, copy, trials=100, trials_per_task=8, progress=False)
+    assert report.measured_before == report.measured_now == 8 and report.complete
+
+
+def test_truncated_record_is_named_dropped_and_moved_aside(copy):
+    path = copy / RECORD_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
+
+    with pytest.raises(CorruptDatabaseError, match=rf"{RECORD_FILE}:8: not JSON"):
+        open_database(copy, repair=False)
+    with pytest.warns(UserWarning, match=rf"{RECORD_FILE}:8: .*kept|kept 7 record"):
+        database = open_database(copy)
+    assert len(database.get_all_tuning_records()) == 7
+    aside = list(copy.glob(f"{RECORD_FILE}.corrupt-*"))
+    assert len(aside) == 1 and len(aside[0].read_text().splitlines()) == 8
+    assert record_lines(copy) == [json.dumps(json.loads(x), separators=(",", ":")) for x in lines[:7]]
+    assert len(open_database(copy, repair=False).get_all_tuning_records()) == 7  # clean now
+
+
+def test_garbage_lines_are_named(copy):
+    path = copy / RECORD_FILE
+    lines = path.read_text().splitlines()
+    lines[2] = "garbage"
+    lines[4] = "[7, []]"  # parses as JSON, but names no workload
+    lines[5] = json.dumps([0, ["not", "a", "record"]])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorruptDatabaseError) as info:
+        open_database(copy, repair=False)
+    text = str(info.value)
+    assert f"{path}:3: not JSON" in text
+    assert f"{path}:5: workload index 7 does not name a workload" in text
+    assert f"{path}:6:" in text
+    with pytest.warns(UserWarning, match="dropped 3 unreadable line"):
+        assert len(open_database(copy).get_all_tuning_records()) == 5
+
+
+def test_corrupt_workload_drops_its_records(copy):
+    path = copy / WORKLOAD_FILE
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(CorruptDatabaseError, match=rf"{WORKLOAD_FILE}:1: not JSON"):
+        open_database(copy, repair=False)
+    with pytest.warns(UserWarning, match="its workload line is unreadable"):
+        database = open_database(copy)
+    assert len(database) == 0
+    assert (copy / WORKLOAD_FILE).read_text() == "" and record_lines(copy) == []
+
+
+CHILD = MATMUL + f'''
+import sys
+from fluidml_tvm.tuning import tune
+tune(Matmul, {{"kind": "llvm", "num-cores": 2}}, sys.argv[1], trials=64, trials_per_iter=4, search="replay-trace",
+     progress=False)
+'''
+
+
+def test_interrupted_process_keeps_every_record_and_a_rerun_continues(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((tmp_path / RECORD_FILE).exists() and len(record_lines(tmp_path)) >= 4):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no records in time"
+            time.sleep(0.5)
+        child.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode != 0
+    assert f"measured records are kept in {tmp_path}" in err.decode()
+    kept = record_lines(tmp_path)
+    assert len(kept) >= 4
+    database = open_database(tmp_path, repair=False)
+    assert all(r.run_secs is not None for r in database.get_all_tuning_records())
+
+    # The same tuning again continues: the kept records count, new ones are appended.
+    report = tune(Matmul, TARGET, tmp_path, trials=len(kept) + 4, trials_per_iter=4, search="replay-trace",
+                  progress=False)
+    assert report.measured_before == len(kept) and report.measured_now == len(kept) + 4
+    assert record_lines(tmp_path)[: len(kept)] == kept and len(record_lines(tmp_path)) == len(kept) + 4
+
+
+def test_shipped_databases_are_found_by_architecture():
+    assert shipped_database_dir("llvm") is None  # generic x86-64: no AVX2 promised
+    assert shipped_database_dir("c") is None
+    shipped = ROOT / "schedules" / "x86-64-avx2"
+    if (shipped / RECORD_FILE).exists():
+        assert shipped_database_dir("x86-64") == shipped
+        assert shipped_database_dir({"kind": "llvm", "mcpu": "skylake"}) == shipped
+        assert open_database(shipped, repair=False).get_all_tuning_records()
+
+
+def test_apply_without_a_database_for_the_target_changes_nothing():
+    parts = stages(TARGET)
+    with TARGET:
+        fused = tvm.transform.Sequential(parts["fuse"])(Matmul)
+        tvm.ir.assert_structural_equal(ApplyTuningDatabase()(fused), fused)
+    with pytest.raises(ValueError, match="needs a target"):
+        ApplyTuningDatabase()(fused)
+
+
+def _cli(*argv):
+    import argparse
+
+    from fluidml_tvm.tuning.cli import add_tune_parser
+
+    parser = argparse.ArgumentParser(prog="fluidml-tvm")
+    add_tune_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_cli_tune_with_the_budget_spent_reports_and_exits_0(copy, tmp_path, capsys):
+    import onnx
+
+    from fluidml_tvm.example_model import build_example_model
+
+    model = tmp_path / "encoder.onnx"
+    onnx.save(build_example_model(), str(model))
+    assert _cli("tune", str(model), "--trials", "0", "--db", str(copy), "--target", "llvm", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert f"{copy}: 0 of 0 trials measured" in out and "matmul" in out
+
+
+def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
+    assert _cli("tune", str(tmp_path / "missing.onnx"), "--trials", "4", "--db", str(tmp_path)) == 2
+    assert "no such ONNX file" in capsys.readouterr().err
+    assert _cli("tune", "m.onnx", "--trials", "4", "--db", str(tmp_path), "--rpc-tracker", "nohost") == 2
+    assert "HOST:PORT" in capsys.readouterr().err
