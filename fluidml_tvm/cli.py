@@ -20,7 +20,12 @@ def main(argv=None) -> int:
     _build_options(opt)
     demo = sub.add_parser("demo", help="optimize the built-in example model (a small BERT-style encoder)")
     _build_options(demo, output_required=False)
+    from .tuning.cli import add_tune_parser
+
+    add_tune_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        return args.func(args)
 
     from .frontend import ModelImportError
     from .targets import UnknownTargetError
@@ -45,6 +50,7 @@ def _build_options(p, output_required=True):
     p.add_argument("--planner", default="best", help="memory planner (default: best of the arena heuristics)")
     p.add_argument("--no-reorder", action="store_true", help="keep TVM's execution order")
     p.add_argument("--no-inplace", action="store_true", help="never write a kernel's output over its input")
+    p.add_argument("--db", metavar="DIR", help="a tuning database to apply (default: the shipped one, if any)")
     p.add_argument("--report", help="write the memory report as JSON here")
     p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)")
 
@@ -63,7 +69,7 @@ def _optimize(model, args) -> int:
     print(f"building {model} for {args.target} ...", flush=True)
     target = resolve_target(args.target)
     options = dict(input_shapes=shapes or None, planner=args.planner, reorder=not args.no_reorder,
-                   inplace=not args.no_inplace, validate=True)
+                   inplace=not args.no_inplace, validate=True, database=args.db)
     fcompile = cross_compiler(target)
     if args.output.endswith(".so"):
         result = fluidml_tvm.compile(model, target, **options)

@@ -77,7 +77,7 @@ def planning_pipeline(target, *, report: bool = True, pack: bool = True, **plan_
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             early = parts["pack"] if pack else []
-            fused = tvm.transform.Sequential(early + parts["fuse"] + parts["schedule"])(mod)
+            fused = tvm.transform.Sequential(early + parts["fuse"] + parts["tuned"] + parts["schedule"])(mod)
             start = time.perf_counter()
             planned = tvm.transform.Sequential(parts["plan"])(fused)
             seconds = time.perf_counter() - start

@@ -7,18 +7,21 @@ from tvm import relax
 
 from .targets import resolve_target
 from .transform import ExpandIntegerPower, FluidMLPlan, PackWeights, ScheduleKernels
+from .tuning import ApplyTuningDatabase
 
 # The order the stages run in.
-STAGES = ("pack", "fuse", "schedule", "plan", "lower", "finalize")
+STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
-def stages(target, *, kernels: bool = True, fast_math: bool = True, **plan_options) -> dict:
+def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
     ``pack`` re-lays matmul/conv weights out (while the constants and their
     transposes are still visible); ``fuse`` is TVM's dispatch, legalization,
-    constant folding (which folds the re-layouts) and fusion; ``schedule``
-    gives every kernel still unscheduled a default schedule; ``plan`` is
+    constant folding (which folds the re-layouts) and fusion; ``tuned`` applies
+    a MetaSchedule database (``database``: an ``ms.Database`` or a directory;
+    default: the one shipped in ``schedules/`` for the target, if any);
+    ``schedule`` gives every kernel still unscheduled a default schedule; ``plan`` is
     FluidMLPlan; ``lower`` and ``finalize`` are TVM's own, whose
     StaticPlanBlockMemory then only sees what FluidML left to it.
 
@@ -32,6 +35,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, **plan_optio
     return {
         "pack": pack + [PackWeights(target)] if kernels else [],
         "fuse": pipe.library_dispatch_passes(target) + pipe.legalize_passes(target),
+        "tuned": [ApplyTuningDatabase(database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],
         "plan": [FluidMLPlan(**plan_options)],
         "lower": _dataflow_lower_passes(target),

@@ -18,21 +18,21 @@ def scratch_buffers(func: tirx.PrimFunc) -> list:
 
 
 def scratch_peak_bytes(func: tirx.PrimFunc) -> int:
-    """The most scratch live in any one loop nest.
+    """The most materialized scratch (see :func:`liftable_scratch`) live in any one loop nest.
 
     TVM's lowering reuses a scratch buffer's memory once the nests that touch
-    it are done, so this, not the sum, is what a call needs.
+    it are done, so this, not the sum, is what a call needs.  A buffer used
+    inside one nest is compacted by TVM to what one iteration touches (a
+    matmul's register tile, a per-thread panel) and is not counted.
     """
-    buffers = scratch_buffers(func)
     nests = kernel_nests(func)
-    if not buffers or nests is None:
-        return sum(_nbytes(b) for b in buffers)
-    spans = [(nests.slots(b), _nbytes(b)) for b in buffers]
+    if nests is None:
+        return sum(_nbytes(b) for b in scratch_buffers(func))
     live = {}
-    for span, nbytes in spans:
-        first, last = span or (0, max(nests.nest, default=0))
+    for buf in liftable_scratch(func):
+        first, last = nests.slots(buf)
         for k in range(first, last + 1):
-            live[k] = live.get(k, 0) + nbytes
+            live[k] = live.get(k, 0) + _nbytes(buf)
     return max(live.values(), default=0)
 
 
