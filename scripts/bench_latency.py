@@ -60,11 +60,12 @@ def model_flops(model) -> int:
 
 
 def peak_gflops(target) -> float:
-    """Cores x FMA width x clock: 32 fp32 FLOP/cycle/core for AVX2 (64 with AVX-512)."""
+    """Cores x FMA width x clock: 32 fp32 FLOP/cycle/core for AVX2, 64 with AVX-512."""
+    from tvm.target import codegen
+
     mhz = max(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
-    cores = int(target.attrs.get("num-cores", 1)) if "num-cores" in target.attrs else 1
-    mcpu = str(target.attrs.get("mcpu", "")) if "mcpu" in target.attrs else ""
-    per_cycle = 64 if "avx512" in mcpu or mcpu in ("skylake-avx512", "icelake-server", "sapphirerapids") else 32
+    cores = int(target.attrs["num-cores"]) if "num-cores" in target.attrs else 1
+    per_cycle = 64 if codegen.llvm_cpu_has_features(["avx512f"], target) else 32
     return cores * per_cycle * mhz / 1e3
 
 
@@ -84,6 +85,7 @@ def main() -> None:
     from fluidml_tvm.frontend import onnx_to_relax
     from fluidml_tvm.pipeline import get_pipeline
     from fluidml_tvm.targets import resolve_target
+    from fluidml_tvm.tuning import shipped_database
 
     target = resolve_target(args.target)
     peak = peak_gflops(target)
@@ -97,8 +99,10 @@ def main() -> None:
         ort1 = ort_seconds(ort_session(proto, 1), feeds, args.repeat)
         ort2 = ort_seconds(ort_session(proto, 2), feeds, args.repeat)
         ours = vm_seconds(tvm.compile(mod, target, relax_pipeline=get_pipeline(target)), inputs, args.repeat)
-        tuned = vm_seconds(tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=False)),
-                           inputs, args.repeat)
+        tuned = None  # without a database for the target, this would be the untuned column again
+        if shipped_database(target) is not None:
+            tuned = vm_seconds(tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=False)),
+                               inputs, args.repeat)
         untuned = None
         if not args.no_untuned:
             default = relax.get_default_pipeline(target)
@@ -106,7 +110,8 @@ def main() -> None:
         ms = lambda s: f"{s * 1e3:.1f}" if s is not None else "-"  # noqa: E731
         rows.append(
             f"| {name} | {ms(ort1)} | {ms(ort2)} | {ms(untuned)} | {ms(tuned)} | {ms(ours)} "
-            f"| {ours / ort2:.2f} | {ours / tuned:.2f} | {flops / ours / 1e9:.0f} ({flops / ours / 1e9 / peak:.0%}) "
+            f"| {ours / ort2:.2f} | {f'{ours / tuned:.2f}' if tuned else '-'} "
+            f"| {flops / ours / 1e9:.0f} ({flops / ours / 1e9 / peak:.0%}) "
             f"| {flops / ort2 / 1e9:.0f} |"
         )
         print(rows[-1], flush=True)

@@ -173,10 +173,10 @@ def test_corrupt_workload_drops_its_records(copy):
     assert (copy / WORKLOAD_FILE).read_text() == "" and record_lines(copy) == []
 
 
-CHILD = MATMUL + f'''
+CHILD = MATMUL + '''
 import sys
 from fluidml_tvm.tuning import tune
-tune(Matmul, {{"kind": "llvm", "num-cores": 2}}, sys.argv[1], trials=64, trials_per_iter=4, search="replay-trace",
+tune(Matmul, {"kind": "llvm", "num-cores": 2}, sys.argv[1], trials=64, trials_per_iter=4, search="replay-trace",
      progress=False)
 '''
 

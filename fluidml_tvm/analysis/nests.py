@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir, tirx
 
 # Kernel time: binding step * SLOTS + nest index (later nests share the last slot).

@@ -99,3 +99,11 @@ def vector_tile(extent: int, lanes: int) -> int:
 
 def _vars(expr) -> frozenset:
     return frozenset(v.name for v in tirx.analysis.undefined_vars(expr, []))
+
+
+def single_reduction(sch: s_tir.Schedule):
+    """``(blocks, kinds, position)`` of the one block with a reduction axis, or None."""
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    kinds = [iter_kinds(sch, b) for b in blocks]
+    reductions = [i for i, k in enumerate(kinds) if "R" in k]
+    return (blocks, kinds, reductions[0]) if len(reductions) == 1 else None

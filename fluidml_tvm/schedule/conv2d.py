@@ -14,20 +14,18 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, iter_kinds, reads,
-                     vector_tile)
+from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
+                     single_reduction, vector_tile)
 from .elementwise import parallel_vectorize
 from .machine import Machine
 
 
 def schedule_conv2d(sch: s_tir.Schedule, machine: Machine) -> bool:
     """Schedule one 4-D spatial x (1..3)-D reduction block with padding producers and an epilogue."""
-    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
-    kinds = [iter_kinds(sch, b) for b in blocks]
-    reductions = [i for i, k in enumerate(kinds) if "R" in k]
-    if len(reductions) != 1:
+    found = single_reduction(sch)
+    if found is None:
         return False
-    pos = reductions[0]
+    blocks, kinds, pos = found
     main, kind = blocks[pos], kinds[pos]
     if not kind.startswith("SSSS") or set(kind[4:]) != {"R"} or not has_trivial_binding(sch, main):
         return False

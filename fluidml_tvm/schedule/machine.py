@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm
 from tvm.target.codegen import llvm_cpu_has_features
 
 

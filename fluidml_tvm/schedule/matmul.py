@@ -15,19 +15,17 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, iter_kinds, reads,
-                     vector_tile)
+from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
+                     single_reduction, vector_tile)
 from .machine import Machine
 
 
 def schedule_matmul(sch: s_tir.Schedule, machine: Machine) -> bool:
     """Schedule a (batch) matmul with optional injective producers and epilogue; False if not one."""
-    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
-    kinds = [iter_kinds(sch, b) for b in blocks]
-    reductions = [i for i, k in enumerate(kinds) if "R" in k]
-    if len(reductions) != 1:
+    found = single_reduction(sch)
+    if found is None:
         return False
-    pos = reductions[0]
+    blocks, kinds, pos = found
     main = blocks[pos]
     kind = kinds[pos]
     if not (kind.endswith("R") and kind[:-1] == "S" * (len(kind) - 1) and len(kind) >= 3):

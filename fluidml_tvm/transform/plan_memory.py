@@ -11,6 +11,7 @@ from ..analysis.memory_plan import OFFSET_CAPABLE_TARGETS, plan_function
 from ..analysis.phase import require_lowered
 from ..memory.validate import validate_function
 from ..rewrite.arena import rewrite_function
+from ..rewrite.module import with_functions
 
 PLAN_ATTR = "fluidml_tvm.memory_plan"
 
@@ -33,7 +34,7 @@ class PlanMemory:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         target = tvm.target.Target.current(allow_none=True)
         offsets = target is None or target.kind.name in OFFSET_CAPABLE_TARGETS
-        out = mod
+        updates = {}
         for gv, func in mod.functions.items():
             if not isinstance(func, relax.Function) or (func.attrs and PLAN_ATTR in func.attrs):
                 continue
@@ -44,14 +45,8 @@ class PlanMemory:
             new_func = new_func.with_attr(PLAN_ATTR, json.dumps(plan_to_json(plan)))
             if self.validate:
                 validate_function(mod, new_func, gv.name_hint)
-            out = _with_function(out, gv, new_func)
-        return out
-
-
-def _with_function(mod, gv, func):
-    mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), mod.attrs)
-    mod[gv] = func
-    return mod
+            updates[gv] = new_func
+        return with_functions(mod, updates)
 
 
 def plan_to_json(plan) -> dict:

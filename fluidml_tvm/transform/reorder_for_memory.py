@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 
 from ..analysis.order import block_graph, memory_order
+from ..rewrite.module import with_functions
 from ..rewrite.reorder import reorder_blocks
 
 
@@ -35,12 +36,7 @@ class ReorderForMemory:
                     orders[i] = order
             if orders:
                 updates[gv] = reorder_blocks(func, orders)
-        if not updates:
-            return mod
-        mod = mod.clone()
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return with_functions(mod, updates)
 
 
 def _used_after(func, i) -> set:

@@ -7,6 +7,7 @@ from tvm import relax
 
 from ..analysis.liveness import function_liveness
 from ..analysis.output_copies import reshape_copies_into_outputs
+from ..rewrite.module import with_functions
 from ..rewrite.write_into_output import write_into_outputs
 
 
@@ -26,9 +27,4 @@ class WriteIntoOutput:
                 copies = reshape_copies_into_outputs(mod, liveness)
                 if copies:
                     updates[gv] = write_into_outputs(func, liveness, copies)
-        if not updates:
-            return mod
-        mod = mod.clone()
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return with_functions(mod, updates)
