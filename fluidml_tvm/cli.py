@@ -58,17 +58,12 @@ def _build_options(p, output_required=True):
 def _optimize(model, args) -> int:
     import fluidml_tvm
 
-    shapes = {}
-    for item in args.input_shape:
-        name, _, dims = item.partition("=")
-        if not dims:
-            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
-        shapes[name] = [int(d) for d in dims.split(",")]
+    from .frontend import parse_input_shapes
     from .targets import cross_compiler, resolve_target
 
     print(f"building {model} for {args.target} ...", flush=True)
     target = resolve_target(args.target)
-    options = dict(input_shapes=shapes or None, planner=args.planner, reorder=not args.no_reorder,
+    options = dict(input_shapes=parse_input_shapes(args.input_shape), planner=args.planner, reorder=not args.no_reorder,
                    inplace=not args.no_inplace, validate=True, database=args.db)
     fcompile = cross_compiler(target)
     if args.output.endswith(".so"):

@@ -58,6 +58,17 @@ def input_shapes(proto: onnx.ModelProto, where: str, overrides: dict | None = No
     return shapes
 
 
+def parse_input_shapes(items) -> dict | None:
+    """``["input_ids=1,128", ...]`` (the CLI's ``--input-shape``) as ``{name: [dims]}``."""
+    shapes = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        if not dims:
+            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
+        shapes[name] = [int(d) for d in dims.split(",")]
+    return shapes or None
+
+
 def unsupported_ops(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     """``(node name, op_type)`` of nodes TVM's ONNX importer has no converter for."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map

@@ -38,7 +38,7 @@ def add_tune_parser(subparsers):
 
 def run_tune(args) -> int:
     """Run ``fluidml-tvm tune``; 0 when done, 2 on bad input, 3 when tuning stopped early, 130 on Ctrl-C."""
-    from ..frontend import ModelImportError
+    from ..frontend import ModelImportError, parse_input_shapes
     from ..targets import UnknownTargetError
     from .database import CorruptDatabaseError
     from .tune import TuningInterrupted, tune
@@ -57,7 +57,7 @@ def run_tune(args) -> int:
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
             report = tune(args.model, args.target, args.db, args.trials, trials_per_task=args.trials_per_task,
-                          trials_per_iter=args.trials_per_iter, input_shapes=_shapes(args.input_shape),
+                          trials_per_iter=args.trials_per_iter, input_shapes=parse_input_shapes(args.input_shape),
                           op_names=args.op or None, packed=args.packed, runner=runner, extra_callbacks=callbacks,
                           progress=not args.quiet)
     except KeyboardInterrupt:
@@ -71,16 +71,6 @@ def run_tune(args) -> int:
     print(report.summary())
     print("done" if report.complete else "budget left: run again to continue")
     return 0
-
-
-def _shapes(items):
-    shapes = {}
-    for item in items:
-        name, _, dims = item.partition("=")
-        if not dims:
-            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
-        shapes[name] = [int(d) for d in dims.split(",")]
-    return shapes or None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
