@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .runtime.threads import use_all_cores
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fluidml-tvm", description=__doc__)
@@ -24,6 +26,7 @@ def main(argv=None) -> int:
 
     add_tune_parser(sub)
     args = parser.parse_args(argv)
+    use_all_cores()
     if args.command == "tune":
         return args.func(args)
 

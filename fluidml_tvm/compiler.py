@@ -10,6 +10,7 @@ import tvm
 from .frontend import onnx_to_relax
 from .pipeline import stages
 from .report import MemoryReport, memory_report
+from .runtime.threads import use_all_cores
 from .targets import resolve_target
 
 
@@ -38,6 +39,7 @@ def compile(model, target="host", *, input_shapes: dict | None = None, report: b
     the same module is also lowered TVM's way to compare against.
     """
     target = resolve_target(target)
+    use_all_cores()  # the executable is usually run in this process
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
     pipeline, built = planning_pipeline(target, report=report, **plan_options)
     executable = tvm.compile(mod, target, relax_pipeline=pipeline)

@@ -46,6 +46,9 @@ def vm_seconds(executable, inputs, repeat: int) -> float:
     import tvm
     from tvm import relax
 
+    from fluidml_tvm.runtime import use_all_cores
+
+    use_all_cores()  # TVM would take half the CPUs; ONNX Runtime gets the same thread count
     vm = relax.VirtualMachine(executable, tvm.cpu())
     args = [tvm.runtime.tensor(x) for x in inputs]
     vm["main"](*args)  # warm up

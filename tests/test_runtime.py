@@ -261,6 +261,27 @@ def test_missing_runtime_library_is_explained(artifact):
     assert "libtvm_runtime.so not found at /nowhere/lib.so" in child.stderr
 
 
+_THREADS = """
+import sys
+from fluidml_tvm import runtime
+runtime.load(sys.argv[1])
+from fluidml_tvm.runtime.library import tvm_ffi
+print(tvm_ffi.get_global_func("runtime.NumThreads")())
+"""
+
+
+@pytest.mark.parametrize("env", [None, "1"])
+def test_kernels_run_on_every_core_unless_told(artifact, env):
+    # TVM alone would take half the CPUs on x86 (it assumes hyper-threads).
+    environ = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    if env is not None:
+        environ["TVM_NUM_THREADS"] = env
+    child = subprocess.run([sys.executable, "-c", _THREADS, str(artifact)], capture_output=True, text=True,
+                           cwd=ROOT, check=True, env={**environ, "PYTHONPATH": str(ROOT)})
+    expected = int(env) if env else len(os.sched_getaffinity(0))
+    assert int(child.stdout.split()[-1]) == expected
+
+
 @pytest.mark.skipif(
     not (BOARD / "READY").is_file() or shutil.which("aarch64-linux-gnu-gcc") is None,
     reason="emulated aarch64 board not set up (scripts/setup_aarch64_board.sh)",

@@ -9,5 +9,6 @@ Nothing here imports ``tvm`` (whose import loads the ~250 MB compiler library)::
 
 from .manifest import ArtifactError, Manifest
 from .model import Model, load
+from .threads import use_all_cores
 
-__all__ = ["ArtifactError", "Manifest", "Model", "load"]
+__all__ = ["ArtifactError", "Manifest", "Model", "load", "use_all_cores"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from .library import load_runtime_library, tvm_ffi
 from .manifest import FINGERPRINT_FUNCTION, ArtifactError, Manifest
+from .threads import use_all_cores
 from .weights import ALIGNMENT, open_weights
 
 _KDL_CPU = 1
@@ -25,6 +26,7 @@ class Model:
     ``allocator="pooled"`` (default) allocates the activation storage in the first call and
     reuses the same blocks in every later call; ``"naive"`` mallocs and frees it in every
     call (its pages are faulted in again each time, and glibc's heap creeps by a few MB).
+    Kernels run on every usable CPU unless ``TVM_NUM_THREADS`` is set (:mod:`.threads`).
     """
 
     def __init__(self, directory: str | Path, *, verify: bool = False, allocator: str = "pooled"):
@@ -42,6 +44,7 @@ class Model:
         library = directory / manifest.library
         if not library.is_file():
             raise ArtifactError(f"library {library} is missing")
+        use_all_cores()
         load_runtime_library()
         # keep_module_alive=False: the library (and any weights embedded in it) goes away
         # with this object instead of living until the process exits.

@@ -124,6 +124,9 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
          builder, runner, extra_callbacks, search, seed, progress, measured_before, trials):
     from tqdm import tqdm
 
+    from ..runtime.threads import use_all_cores
+
+    use_all_cores()  # the runner's worker processes inherit it: candidates run as deployed
     chosen = [extracted[i] for i in todo]
     contexts, weights = _contexts(chosen, work_dir, search, seed, quiet=progress)
     bar = tqdm(total=trials, initial=measured_before, unit="trial", desc="tuning",
