@@ -8,6 +8,7 @@ from tvm import relax
 from .targets import resolve_target
 from .transform import ExpandIntegerPower, FluidMLPlan, PackWeights, ScheduleKernels
 from .tuning import ApplyTuningDatabase
+from .tuning.layout_costs import LayoutCostDatabase
 
 # The order the stages run in.
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
@@ -17,7 +18,8 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
     ``pack`` re-lays matmul/conv weights out (while the constants and their
-    transposes are still visible); ``fuse`` is TVM's dispatch, legalization,
+    transposes are still visible), in the layouts the layout planner picks
+    from the measured costs in ``database`` (a directory) and ``schedules/``; ``fuse`` is TVM's dispatch, legalization,
     constant folding (which folds the re-layouts) and fusion; ``tuned`` applies
     a MetaSchedule database (``database``: an ``ms.Database`` or a directory;
     default: the one shipped in ``schedules/`` for the target, if any);
@@ -33,7 +35,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     pipe = relax.pipeline
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
-        "pack": pack + [PackWeights(target)] if kernels else [],
+        "pack": pack + [PackWeights(target, LayoutCostDatabase.for_build(database))] if kernels else [],
         "fuse": pipe.library_dispatch_passes(target) + pipe.legalize_passes(target),
         "tuned": [ApplyTuningDatabase(database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],

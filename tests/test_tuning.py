@@ -258,3 +258,52 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "no such ONNX file" in capsys.readouterr().err
     assert _cli("tune", "m.onnx", "--trials", "4", "--db", str(tmp_path), "--rpc-tracker", "nohost") == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_packed_tuning_measures_layouts_first_and_tunes_the_chosen_kernels(tmp_path):
+    from fluidml_tvm.tuning.layout_costs import LayoutCostDatabase, target_key
+
+    w = relax.const(np.random.default_rng(0).standard_normal((K, N)).astype("float32"))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((M, K), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.matmul(x, w)))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    report = tune(mod, TARGET, tmp_path, 4, packed=True, search=small_search(), progress=False)
+    records = LayoutCostDatabase(tmp_path).records(target_key(TARGET))
+    assert {r.workload for r in records} == {("matmul", M, K, N, "kn")}
+    assert len(records) == 4  # blocks of 1, 2, 3, 4 vectors (4 lanes) that divide N=48
+    fastest = min(records, key=lambda r: r.seconds).layout[1]
+    (task,) = extract_tasks(mod, TARGET, packed=True, database=tmp_path)
+    assert "packed_matmul" in task.task_name and report.measured_now >= 4
+    final, built = build_packed(mod, tmp_path)
+    shapes = [tuple(c.value.shape) for c in _relax_constants(final) if isinstance(c.value, tvm.runtime.Tensor)]
+    assert (N // fastest, K, fastest) in shapes
+    xs = np.random.default_rng(1).standard_normal((M, K)).astype("float32")
+    vm = relax.VirtualMachine(built, tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(xs)).numpy(),
+                               np.maximum(xs @ w.value.numpy(), 0), rtol=1e-4, atol=1e-5)
+
+
+def build_packed(mod, database):
+    from fluidml_tvm.pipeline import STAGES
+
+    parts = stages(TARGET, database=database)
+    with TARGET:
+        final = tvm.transform.Sequential([p for name in STAGES[:-2] for p in parts[name]])(mod)
+        return final, tvm.compile(mod, TARGET, relax_pipeline=tvm.transform.Sequential(
+            [p for name in STAGES for p in parts[name]]))
+
+
+def _relax_constants(mod):
+    found = []
+
+    @relax.expr_functor.visitor
+    class _Visit(relax.PyExprVisitor):
+        def visit_generic_const_(self, const):
+            found.append(const)
+
+    _Visit().visit_expr(mod["main"])
+    return found

@@ -33,6 +33,7 @@ class PackDecision:
     """
 
     var: relax.Var  # the matmul's (or conv2d's) binding variable
+    call: relax.Call  # the R.matmul / R.nn.conv2d it replaces
     weight: tvm.ir.expr.Constant
     transposed: bool  # weight stored [N, K] (Gemm transB), read through permute_dims
     k: int
@@ -58,6 +59,17 @@ def column_block(n: int, lanes: int) -> int:
     return 2 * lanes
 
 
+def block_candidates(n: int, lanes: int) -> list[int]:
+    """Column blocks worth measuring for ``n`` columns: 1 to 4 whole vectors that divide ``n``.
+
+    The block is also the kernel's register-tile width, so it trades accumulator
+    registers against rows per tile; which wins depends on the CPU and the shape.
+    Falls back to :func:`column_block` alone when no vector multiple divides ``n``.
+    """
+    fits = [v * lanes for v in (1, 2, 3, 4) if n % (v * lanes) == 0]
+    return fits or [column_block(n, lanes)]
+
+
 def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
     """Return a :class:`PackDecision` for every float32 matmul/conv2d of ``func`` with a weight.
 
@@ -71,8 +83,8 @@ def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
     finder.visit_expr(func)
     uses = finder.data_uses
     decisions = []
-    for var, _call, weight, transposed in finder.candidates:
-        shape = _shape(weight)
+    for var, call, weight, transposed in finder.candidates:
+        shape = static_shape(weight)
         if len(shape) != 2 or _dtype(weight) != "float32":
             continue
         k, n = (shape[1], shape[0]) if transposed else shape
@@ -80,15 +92,15 @@ def plan_packing(func: relax.Function, lanes: int) -> list[PackDecision]:
         if shared and not transposed:
             continue  # [K, N] read in place is already what the default kernel does
         if shared:
-            decisions.append(PackDecision(var, weight, True, k, n, column_block(n, lanes), "dense"))
+            decisions.append(PackDecision(var, call, weight, True, k, n, column_block(n, lanes), "dense"))
         else:
-            decisions.append(PackDecision(var, weight, transposed, k, n, column_block(n, lanes), "packed"))
+            decisions.append(PackDecision(var, call, weight, transposed, k, n, column_block(n, lanes), "packed"))
     for var, call in finder.convolutions:
         weight = call.args[1]
         if uses.get(weight, 0) > 1 or _dtype(weight) != "float32":
             continue
-        out_channels, in_channels = _shape(weight)[:2]
-        decisions.append(PackDecision(var, weight, False, in_channels, out_channels,
+        out_channels, in_channels = static_shape(weight)[:2]
+        decisions.append(PackDecision(var, call, weight, False, in_channels, out_channels,
                                       column_block(out_channels, lanes), "conv2d"))
     return decisions
 
@@ -110,7 +122,7 @@ class _MatmulFinder(relax.PyExprVisitor):
         value = binding.value
         if _is_op(value, "relax.permute_dims") and self.is_weight(value.args[0]):
             axes = value.attrs.axes
-            if len(_shape(value.args[0])) == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
+            if len(static_shape(value.args[0])) == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
                 self._transposed[binding.var] = value.args[0]
         if _is_op(value, "relax.matmul") and value.attrs.out_dtype in (None, "", "void", "float32"):
             x, w = value.args
@@ -146,7 +158,7 @@ def _is_tensor_const(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant) and isinstance(expr.value, tvm.runtime.Tensor)
 
 
-def _shape(weight) -> list[int]:
+def static_shape(weight) -> list[int]:
     shape = weight.value.shape if isinstance(weight, tvm.ir.expr.Constant) else weight.ty.shape.values
     return [int(s) for s in shape]
 

@@ -1,13 +1,18 @@
-"""PackWeights: matmuls with a constant weight read it packed as [N/n, K, n]."""
+"""PackWeights: matmuls with a constant weight read it packed as [N/n, K, n], n chosen from measured costs."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import tvm
 from tvm import relax
 
+from ..analysis.layout_dp import plan_layouts
 from ..analysis.packing import plan_packing
+from ..analysis.weight_layouts import chosen_layouts, weight_layout_graph
 from ..rewrite.pack_matmul import rewrite_packed_matmuls
 from ..schedule.machine import Machine
+from ..tuning.layout_costs import LayoutCostDatabase, MeasuredLayoutCosts, candidates, workload
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.PackWeights")
@@ -26,15 +31,24 @@ class PackWeights:
     NCHW conv2d weights (``groups == 1``) are packed by output channel.  Only
     CPU (``llvm``) targets are rewritten.
 
+    The block ``n`` of each weight (1-4 vectors; it is also the kernel's
+    register-tile width) is chosen by the whole-graph layout planner from the
+    kernels' measured times under each candidate, predicted by XGBoost where
+    not measured (:mod:`fluidml_tvm.tuning.layout_costs`); a kernel with no
+    cost known keeps two vectors.  ``plans`` keeps the plan of each function.
+
     Parameters
     ----------
     target : tvm.target.Target, optional
-        Sets the column block (two vectors of the target's fp32 lanes); default:
-        the current target.
+        Sets the fp32 lanes; default: the current target.
+    layout_costs : LayoutCostDatabase, optional
+        Default: the records shipped in ``schedules/``.
     """
 
-    def __init__(self, target=None):
+    def __init__(self, target=None, layout_costs: LayoutCostDatabase | None = None):
         self.target = target
+        self.layout_costs = layout_costs
+        self.plans: dict = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         target = self.target or tvm.target.Target.current(allow_none=True)
@@ -46,6 +60,19 @@ class PackWeights:
             if not isinstance(func, relax.Function):
                 continue
             decisions = plan_packing(func, machine.lanes)
+            if decisions and target is not None:
+                decisions = self._choose_blocks(gv.name_hint, decisions, target, machine.lanes)
             if decisions:
                 out = rewrite_packed_matmuls(out, gv, decisions)
         return out
+
+    def _choose_blocks(self, name, decisions, target, lanes):
+        database = self.layout_costs if self.layout_costs is not None else LayoutCostDatabase.for_build()
+        layouts = [candidates(d, lanes) for d in decisions]
+        graph = weight_layout_graph(decisions, layouts)
+        costs = MeasuredLayoutCosts(database, target, {str(i): workload(d) for i, d in enumerate(decisions)},
+                                    {str(i): ls for i, ls in enumerate(layouts)}, lanes)
+        plan = plan_layouts(graph, costs)
+        self.plans[name] = plan
+        return [dataclasses.replace(d, block=int(layout[1]))
+                for d, layout in zip(decisions, chosen_layouts(plan, len(decisions)))]

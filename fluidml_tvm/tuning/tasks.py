@@ -8,14 +8,15 @@ from tvm.s_tir import meta_schedule as ms
 from ..targets import resolve_target
 
 
-def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False) -> tvm.IRModule:
+def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False, database=None) -> tvm.IRModule:
     """``model`` (ONNX path, ``onnx.ModelProto`` or Relax ``IRModule``) after the pipeline's "fuse" stage.
 
     These are the PrimFuncs a database applied after "fuse" is looked up
     with, so tuning them is what makes the records match at build time.
     ``packed`` runs the pipeline's "pack" stage (packed weight layouts) first,
-    so the records match builds with ``kernels=True``; without it they match
-    the row-major kernels of ``kernels=False`` builds.
+    so the records match builds with ``kernels=True`` (weight layouts chosen
+    with the layout costs of the ``database`` directory, as such a build
+    does); without it they match the row-major kernels of ``kernels=False`` builds.
     """
     target = resolve_target(target)
     if isinstance(model, tvm.IRModule):
@@ -26,24 +27,24 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
         mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
     from ..pipeline import stages  # the pipeline applies tuning databases: import late
 
-    parts = stages(target, kernels=packed)
+    parts = stages(target, kernels=packed, database=database)
     with target:
         return tvm.transform.Sequential(parts.get("pack", []) + parts["fuse"])(mod)
 
 
 def extract_tasks(model, target, *, input_shapes: dict | None = None, op_names: list[str] | None = None,
-                  packed: bool = False) -> list[ms.ExtractedTask]:
+                  packed: bool = False, database=None) -> list[ms.ExtractedTask]:
     """The distinct kernels of ``model`` to tune for ``target``, heaviest use first.
 
     Each task's ``weight`` is how many times the model calls that kernel, so
     the task scheduler spends trials where they save the most end-to-end time.
     ``op_names`` keeps only tasks whose name contains one of the given strings
-    (e.g. ``["matmul"]``); ``packed`` as in :func:`fuse`. Kernels already
+    (e.g. ``["matmul"]``); ``packed`` and ``database`` as in :func:`fuse`. Kernels already
     marked scheduled are left out.
     """
     target = resolve_target(target)
-    tasks = ms.relax_integration.extract_tasks(fuse(model, target, input_shapes=input_shapes, packed=packed),
-                                               target)
+    fused = fuse(model, target, input_shapes=input_shapes, packed=packed, database=database)
+    tasks = ms.relax_integration.extract_tasks(fused, target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
     if op_names:
         tasks = [t for t in tasks if any(name in t.task_name for name in op_names)]

@@ -8,9 +8,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from ..frontend import onnx_to_relax
 from ..targets import resolve_target
 from .builder import fast_local_builder
 from .database import count_records, open_database
@@ -90,7 +92,12 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     per_task = trials_per_task or trials
-    extracted = extract_tasks(model, target, input_shapes=input_shapes, op_names=op_names, packed=packed)
+    if packed:
+        mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
+        _measure_layouts(mod, target, work_dir, progress)
+        model = mod
+    extracted = extract_tasks(model, target, input_shapes=input_shapes, op_names=op_names, packed=packed,
+                              database=work_dir)
     if not extracted:
         raise ValueError("the model has no kernels to tune (every PrimFunc is already scheduled)")
     database = open_database(work_dir)
@@ -102,6 +109,21 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
         _run(extracted, todo, database, work_dir, target, remaining, per_task, trials_per_iter,
              builder, runner, extra_callbacks or [], search, seed, progress, measured_before, trials)
     return _report(extracted, database, work_dir, trials, per_task, measured_before)
+
+
+def _measure_layouts(mod, target, work_dir, progress: bool) -> None:
+    """Time every candidate weight layout first: the packed kernels MetaSchedule tunes are those it picks."""
+    from tqdm import tqdm
+
+    from .layout_costs import LayoutCostDatabase
+    from .measure_layouts import measure_layouts, model_layouts
+
+    def advance(done, total, _work):
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    with tqdm(unit="kernel", desc="layouts", disable=not progress, dynamic_ncols=True) as bar:
+        measure_layouts(LayoutCostDatabase(work_dir), target, model_layouts(mod, target), progress=advance)
 
 
 def _report(extracted, database, work_dir, trials, per_task, measured_before) -> TuningReport:

@@ -1,0 +1,206 @@
+"""Measured kernel time per (target, workload, weight layout), and an XGBoost model for the rest.
+
+The layout planner (:func:`fluidml_tvm.analysis.layout_dp.plan_layouts`) needs
+the time of every matmul/conv2d under every candidate weight layout.  Those
+come from measurements of the kernel exactly as a build makes it (PackWeights'
+rewrite, the default schedule, the target's codegen), kept one JSON line per
+record in ``layout_costs.jsonl``: a database directory (``fluidml-tvm tune
+--db DIR``) and the shipped ``schedules/*/`` each hold one.  A record the
+planner needs but nobody measured is predicted by an XGBoost regressor
+trained on the target's records (time per FLOP from shape and layout features);
+with fewer than :data:`MIN_TRAINING` records there is no model, and the
+planner keeps the default block.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.layout_dp import INF
+from ..analysis.packing import PackDecision, block_candidates, static_shape
+from .database import SCHEDULES_DIR
+
+RECORD_FILE = "layout_costs.jsonl"
+MIN_TRAINING = 8
+
+
+def target_key(target) -> str:
+    """What a measurement depends on: kind, triple, CPU, features, cores."""
+    attrs = target.attrs
+    mattr = ",".join(sorted(str(a) for a in (attrs.get("mattr") or [])))
+    return (f"{target.kind.name} -mtriple={attrs.get('mtriple', '') or ''} -mcpu={attrs.get('mcpu', '') or ''} "
+            f"-mattr={mattr} -num-cores={attrs.get('num-cores', 0) or 0}")
+
+
+def workload(decision: PackDecision) -> tuple:
+    """The kernel's shape, independent of layout: ``("matmul", M, K, N, "kn"|"nk")`` or a conv2d's."""
+    if decision.layout == "conv2d":
+        a = decision.call.attrs
+        padding = [int(p) for p in a.padding] * (4 // len(a.padding))
+        data = [int(s) for s in decision.call.args[0].ty.shape.values]
+        kernel = static_shape(decision.weight)
+        return ("conv2d", *data, kernel[0], *kernel[2:], *[int(s) for s in a.strides], *padding,
+                *[int(d) for d in a.dilation])
+    out = [int(s) for s in decision.var.ty.shape.values]
+    return ("matmul", math.prod(out[:-1]), decision.k, decision.n, "nk" if decision.transposed else "kn")
+
+
+def layout_of(decision: PackDecision, block: int | None = None) -> tuple:
+    return (decision.layout, int(block or decision.block))
+
+
+def candidates(decision: PackDecision, lanes: int) -> list[tuple]:
+    """The weight layouts to choose from for one kernel (the default first)."""
+    blocks = block_candidates(decision.n, lanes)
+    ordered = [decision.block] + [b for b in blocks if b != decision.block]
+    return [layout_of(decision, b) for b in ordered]
+
+
+def flops(work: tuple) -> float:
+    if work[0] == "matmul":
+        return 2.0 * work[1] * work[2] * work[3]
+    b, c, h, w, o, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw = work[1:]
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    return 2.0 * b * o * oh * ow * c * kh * kw
+
+
+@dataclass(frozen=True)
+class LayoutRecord:
+    target: str
+    workload: tuple
+    layout: tuple
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps({"target": self.target, "workload": list(self.workload), "layout": list(self.layout),
+                           "seconds": self.seconds})
+
+    @staticmethod
+    def from_json(line: str) -> "LayoutRecord":
+        d = json.loads(line)
+        return LayoutRecord(str(d["target"]), tuple(d["workload"]), tuple(d["layout"]), float(d["seconds"]))
+
+
+class LayoutCostDatabase:
+    """Records of ``path`` (a ``layout_costs.jsonl`` or a directory for one) and the read-only ``extra`` files.
+
+    New records are appended to ``path``.  A line that is not a record (cut
+    short by a killed process) is skipped with a warning naming the file and
+    line; every other record is kept.  On a key in several files, ``path`` wins.
+    """
+
+    def __init__(self, path=None, extra=()):
+        self.path = None if path is None else (Path(path) if str(path).endswith(".jsonl") else Path(path) / RECORD_FILE)
+        self._records: dict = {}
+        self._models: dict = {}
+        for file in [self.path, *map(Path, extra)]:
+            if file is None or not file.is_file():
+                continue
+            for number, line in enumerate(file.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = LayoutRecord.from_json(line)
+                except (ValueError, KeyError, TypeError) as err:
+                    warnings.warn(f"{file}:{number}: not a layout cost record ({err}); skipped", stacklevel=2)
+                    continue
+                self._records.setdefault((record.target, record.workload, record.layout), record)
+
+    @staticmethod
+    def for_build(database=None) -> "LayoutCostDatabase":
+        """The records of a tuning directory ``database`` (if one is given) and those shipped in ``schedules/``."""
+        own = database if isinstance(database, (str, Path)) else None
+        return LayoutCostDatabase(own, sorted(SCHEDULES_DIR.glob(f"*/{RECORD_FILE}")))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def measured(self, target: str, work: tuple, layout: tuple) -> float | None:
+        record = self._records.get((target, tuple(work), tuple(layout)))
+        return record.seconds if record else None
+
+    def add(self, record: LayoutRecord) -> None:
+        """Keep ``record`` and append it to ``path`` at once (an interrupted run loses nothing)."""
+        self._records[(record.target, record.workload, record.layout)] = record
+        self._models.pop(record.target, None)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(record.to_json() + "\n")
+
+    def records(self, target: str) -> list[LayoutRecord]:
+        return [r for r in self._records.values() if r.target == target]
+
+    def predicted(self, target: str, work: tuple, layout: tuple, lanes: int) -> float | None:
+        """XGBoost's estimate from the target's records; None with fewer than MIN_TRAINING of them."""
+        if target not in self._models:
+            self._models[target] = _train(self.records(target), lanes)
+        model = self._models[target]
+        if model is None:
+            return None
+        per_flop = math.exp(float(model.predict(np.array([features(work, layout, lanes)]))[0]))
+        return per_flop * flops(work)
+
+    def seconds(self, target: str, work: tuple, layout: tuple, lanes: int) -> float | None:
+        measured = self.measured(target, work, layout)
+        return measured if measured is not None else self.predicted(target, work, layout, lanes)
+
+
+def features(work: tuple, layout: tuple, lanes: int) -> list[float]:
+    """Shape and layout features; the model predicts log(seconds per FLOP) from them."""
+    kind, block = layout
+    if work[0] == "matmul":
+        m, k, n = work[1:4]
+        extra = [1.0, 1.0, 1.0]
+    else:
+        b, c, h, w, o, kh, kw, sh = work[1:9]
+        m, k, n = b * h * w // (sh * sh), c * kh * kw, o
+        extra = [float(kh * kw), float(sh), float(h * w)]
+    vectors = block / lanes
+    return [math.log2(m), math.log2(k), math.log2(n), vectors, float(n % block == 0),
+            -(-n // block) * block / n, float(kind == "packed"), float(kind == "dense"),
+            float(kind == "conv2d"), float(lanes), *extra]
+
+
+def _train(records: list[LayoutRecord], lanes: int):
+    if len(records) < MIN_TRAINING:
+        return None
+    import xgboost as xgb
+
+    x = np.array([features(r.workload, r.layout, lanes) for r in records])
+    y = np.array([math.log(r.seconds / flops(r.workload)) for r in records])
+    model = xgb.XGBRegressor(n_estimators=200, max_depth=4, learning_rate=0.1, n_jobs=1, random_state=0)
+    model.fit(x, y)
+    return model
+
+
+class MeasuredLayoutCosts:
+    """:class:`~fluidml_tvm.analysis.layout_dp.LayoutCosts` for a weight layout graph.
+
+    ``node_cost`` is the kernel's time with the weight in the layout the node
+    reads it in: measured, else predicted.  A node with a candidate neither
+    measured nor predicted keeps its default (the others cost ``inf``).  Weights
+    are constants, re-laid-out at build time: no transform ever costs.
+    """
+
+    def __init__(self, database: LayoutCostDatabase, target, workloads: dict, layouts: dict, lanes: int):
+        key = target_key(target)
+        self.costs = {}  # node name -> {layout: seconds}
+        for node, work in workloads.items():
+            times = {layout: database.seconds(key, work, layout, lanes) for layout in layouts[node]}
+            if any(t is None for t in times.values()):
+                times = {layout: (0.0 if i == 0 else INF) for i, layout in enumerate(layouts[node])}
+            self.costs[node] = times
+
+    def node_cost(self, node, input_layouts, output_layout) -> float:
+        return self.costs[node.name].get(tuple(input_layouts[1]), INF)
+
+    def transform_cost(self, tensor, from_layout, to_layout) -> float:
+        return 0.0 if from_layout == to_layout else INF

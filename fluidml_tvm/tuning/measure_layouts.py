@@ -1,0 +1,98 @@
+"""Time one matmul/conv2d per candidate weight layout, built exactly as a model build builds it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..analysis.packing import plan_packing
+from ..rewrite.pack_matmul import rewrite_packed_matmuls
+from ..runtime.threads import use_all_cores
+from ..schedule.machine import Machine
+from .layout_costs import LayoutCostDatabase, LayoutRecord, candidates, target_key, workload
+
+
+def kernel_module(work: tuple, layout: tuple, seed: int = 0) -> tvm.IRModule:
+    """``main(x)``: the one kernel of ``work`` reading a random weight in ``layout``."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    if work[0] == "matmul":
+        m, k, n, order = work[1:]
+        x = relax.Var("x", relax.TensorType((m, k), "float32"))
+        w = relax.const(rng.standard_normal((k, n) if order == "kn" else (n, k)).astype("float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                rhs = w if order == "kn" else bb.emit(relax.op.permute_dims(w, [1, 0]))
+                out = bb.emit_output(bb.emit(relax.op.matmul(x, rhs)))
+            bb.emit_func_output(out)
+    else:
+        b, c, h, wd, o, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw = work[1:]
+        x = relax.Var("x", relax.TensorType((b, c, h, wd), "float32"))
+        w = relax.const(rng.standard_normal((o, c, kh, kw)).astype("float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit(relax.op.nn.conv2d(x, w, strides=(sh, sw), padding=(pt, pl, pb, pr),
+                                               dilation=(dh, dw)))
+                out = bb.emit_output(y)
+            bb.emit_func_output(out)
+    mod = bb.get()
+    gv = mod.get_global_var("main")
+    (decision,) = plan_packing(mod[gv], Machine().lanes)
+    decision = dataclasses.replace(decision, layout=layout[0], block=int(layout[1]))
+    return rewrite_packed_matmuls(mod, gv, [decision])
+
+
+def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, rounds: int = 3,
+                    progress=None) -> int:
+    """Measure every ``pending[workload]`` layout not in ``database``; return how many were added.
+
+    The layouts of one workload are timed in ``rounds`` interleaved rounds and
+    each keeps its best round median, so a burst of load on this (noisy)
+    machine does not pick the layout.  ``progress(done, total, workload)`` is
+    called after each workload.
+    """
+    from ..pipeline import get_pipeline
+
+    use_all_cores()
+    key = target_key(target)
+    todo = {w: [l for l in ls if database.measured(key, w, l) is None] for w, ls in pending.items()}
+    todo = {w: ls for w, ls in todo.items() if ls}
+    added = 0
+    dev = tvm.cpu()
+    for done, (work, layouts) in enumerate(todo.items(), 1):
+        runs = {}
+        for layout in layouts:
+            mod = kernel_module(work, layout)
+            executable = tvm.compile(mod, target, relax_pipeline=get_pipeline(target))
+            vm = relax.VirtualMachine(executable, dev)
+            shape = [int(s) for s in mod["main"].params[0].ty.shape.values]
+            x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal(shape).astype("float32"))
+            vm["main"](x)
+            runs[layout] = (vm, x)
+        best = {layout: float("inf") for layout in layouts}
+        for _ in range(rounds):
+            for layout, (vm, x) in runs.items():
+                timer = vm.time_evaluator("main", dev, number=3, repeat=5, min_repeat_ms=20)
+                best[layout] = min(best[layout], float(np.median(timer(x).results)))
+        for layout, seconds in best.items():
+            database.add(LayoutRecord(key, tuple(work), tuple(layout), seconds))
+            added += 1
+        if progress:
+            progress(done, len(todo), work)
+    return added
+
+
+
+
+def model_layouts(mod: tvm.IRModule, target) -> dict:
+    """``{workload: candidate layouts}`` of every packable matmul/conv2d in ``mod``'s Relax functions."""
+    lanes = Machine.of(target).lanes
+    pending: dict = {}
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for decision in plan_packing(func, lanes):
+                pending.setdefault(workload(decision), candidates(decision, lanes))
+    return pending
