@@ -56,6 +56,8 @@ def _build_options(p, output_required=True):
     p.add_argument("--db", metavar="DIR", help="a tuning database to apply (default: the shipped one, if any)")
     p.add_argument("--report", help="write the memory report as JSON here")
     p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)")
+    p.add_argument("--profile", metavar="PNG", help="run the artifact on random inputs and plot the time of each "
+                                                    "kernel here (needs -o DIR and matplotlib)")
 
 
 def _optimize(model, args) -> int:
@@ -86,7 +88,28 @@ def _optimize(model, args) -> int:
 
         plot_memory_timeline(report["main"], args.plot)
         print(f"wrote {args.plot}")
+    if args.profile:
+        _profile(args.output, args.profile)
     return 0
+
+
+def _profile(artifact, png) -> None:
+    from . import runtime
+    from .frontend import random_tensors
+    from .plot import plot_kernel_times
+    from .runtime.profile import kernel_times
+
+    if artifact.endswith(".so"):
+        raise ValueError("--profile runs an artifact directory: give -o DIR")
+    with runtime.load(artifact) as loaded:
+        inputs = random_tensors([(s.name, s.shape, s.dtype) for s in loaded.manifest.inputs])
+        rows = kernel_times(loaded, list(inputs.values()))
+    total = sum(r.seconds for r in rows)
+    print(f"per-kernel time ({total * 1e3:.2f} ms per inference):")
+    for r in rows[:10]:
+        print(f"  {r.seconds * 1e3:8.3f} ms {100 * r.seconds / total:5.1f}%  x{r.calls:<3} {r.name}")
+    plot_kernel_times(rows, png)
+    print(f"wrote {png}")
 
 
 def _demo(args) -> int:

@@ -119,20 +119,23 @@ def _first_line(err) -> str:
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> dict:
     """Inputs for any static-shape model: masks all ones, other integers small ids, floats normal."""
+    inits = {i.name for i in proto.graph.initializer}
+    specs = [(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim],
+              onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+             for v in proto.graph.input if v.name not in inits]
+    return random_tensors(specs, seed)
+
+
+def random_tensors(specs, seed: int = 0) -> dict:
+    """``{name: array}`` for ``(name, shape, dtype)`` specs, filled as :func:`random_inputs` does."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    inits = {i.name for i in proto.graph.initializer}
     out = {}
-    for value in proto.graph.input:
-        if value.name in inits:
-            continue
-        t = value.type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+    for name, shape, dtype in specs:
         if np.issubdtype(dtype, np.integer):
-            x = np.ones(shape, dtype) if "mask" in value.name else rng.integers(0, 100, shape)
+            x = np.ones(shape, dtype) if "mask" in name else rng.integers(0, 100, shape)
         else:
             x = rng.standard_normal(shape)
-        out[value.name] = x.astype(dtype)
+        out[name] = np.asarray(x).astype(dtype)
     return out

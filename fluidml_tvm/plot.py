@@ -34,3 +34,23 @@ def plot_memory_timeline(plan, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_kernel_times(rows, path, top: int = 25) -> None:
+    """Bar chart of the ``top`` heaviest kernels (:func:`fluidml_tvm.runtime.profile.kernel_times`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = sum(r.seconds for r in rows) or 1.0
+    shown = rows[:top][::-1]
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(shown) + 1.5))
+    ax.barh([f"{r.name} x{r.calls}" for r in shown], [r.seconds * 1e3 for r in shown], color="tab:blue")
+    for i, r in enumerate(shown):
+        ax.text(r.seconds * 1e3, i, f" {100 * r.seconds / total:.1f}%", va="center", fontsize=8)
+    ax.set_xlabel("ms per inference (all calls)")
+    ax.set_title(f"per-kernel time, {total * 1e3:.2f} ms per inference in total")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -261,6 +261,20 @@ def test_missing_runtime_library_is_explained(artifact):
     assert "libtvm_runtime.so not found at /nowhere/lib.so" in child.stderr
 
 
+def test_kernel_times_cover_every_call_and_leave_the_model_as_it_was(built, artifact):
+    from fluidml_tvm.runtime.profile import kernel_times
+
+    _, _, x = built
+    with runtime.load(artifact) as model:
+        rows = kernel_times(model, [x], runs=3)
+        names = {r.name for r in rows}
+        assert any("matmul" in n for n in names) and any(n.startswith("vm.builtin") for n in names)
+        assert all(r.calls >= 1 and r.seconds > 0 for r in rows)
+        assert rows == sorted(rows, key=lambda r: -r.seconds)
+        y, _ = model(x)  # the hook is gone: a plain call again
+    assert np.array_equal(y, _in_process(built[0], x)[0])
+
+
 _THREADS = """
 import sys
 from fluidml_tvm import runtime
