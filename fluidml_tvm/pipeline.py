@@ -6,37 +6,44 @@ import tvm
 from tvm import relax
 
 from .targets import resolve_target
-from .transform import ExpandIntegerPower, FluidMLPlan, PackWeights, ScheduleKernels
+from .transform import ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights, ScheduleKernels
 from .tuning import ApplyTuningDatabase
-from .tuning.layout_costs import LayoutCostDatabase
+from .tuning.layout_costs import KernelCosts, LayoutCostDatabase
 
 # The order the stages run in.
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
-def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, **plan_options) -> dict:
+def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure: bool = False,
+           **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
     ``pack`` re-lays matmul/conv weights out (while the constants and their
     transposes are still visible), in the layouts the layout planner picks
     from the measured costs in ``database`` (a directory) and ``schedules/``; ``fuse`` is TVM's dispatch, legalization,
-    constant folding (which folds the re-layouts) and fusion; ``tuned`` applies
+    constant folding (which folds the re-layouts) and fusion, where
+    FoldLayoutKernels merges copy kernels (attention's head split and merge)
+    into the kernel that writes or reads their tensor; ``tuned`` applies
     a MetaSchedule database (``database``: an ``ms.Database`` or a directory;
     default: the one shipped in ``schedules/`` for the target, if any);
     ``schedule`` gives every kernel still unscheduled a default schedule; ``plan`` is
     FluidMLPlan; ``lower`` and ``finalize`` are TVM's own, whose
     StaticPlanBlockMemory then only sees what FluidML left to it.
 
-    ``kernels=False`` leaves layouts and kernels as TVM makes them;
+    ``measure`` times the kernels a layout decision needs that have no record
+    yet, and appends the records to ``database`` (what ``fluidml-tvm tune
+    --packed`` does); ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
     error ~1e-6); ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = resolve_target(target)
     pipe = relax.pipeline
+    costs = LayoutCostDatabase.for_build(database)
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
-        "pack": pack + [PackWeights(target, LayoutCostDatabase.for_build(database))] if kernels else [],
-        "fuse": pipe.library_dispatch_passes(target) + pipe.legalize_passes(target),
+        "pack": pack + [PackWeights(target, costs)] if kernels else [],
+        "fuse": pipe.library_dispatch_passes(target)
+        + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
         "tuned": [ApplyTuningDatabase(database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],
         "plan": [FluidMLPlan(**plan_options)],
@@ -60,6 +67,15 @@ def get_pipeline(target, **options) -> tvm.transform.Pass:
             return seq(mod)
 
     return _pipeline
+
+
+def _legalize_passes(target, fold_costs) -> list:
+    """TVM's legalize stage; with ``fold_costs``, FoldLayoutKernels (deciding with them) before FuseTIR."""
+    passes = list(relax.pipeline.legalize_passes(target))
+    if fold_costs is not None:
+        at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
+        passes.insert(at, FoldLayoutKernels(target=target, costs=fold_costs))
+    return passes
 
 
 def _dataflow_lower_passes(target):

@@ -42,7 +42,8 @@ def build(mod, target, fast: bool):
     return tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=fast))
 
 
-def vm_seconds(executable, inputs, repeat: int) -> float:
+def vm_timer(executable, inputs):
+    """``timer(n)``: ``n`` timed runs of ``main`` (seconds each), after one warm-up run."""
     import tvm
     from tvm import relax
 
@@ -51,8 +52,8 @@ def vm_seconds(executable, inputs, repeat: int) -> float:
     use_all_cores()  # TVM would take half the CPUs; ONNX Runtime gets the same thread count
     vm = relax.VirtualMachine(executable, tvm.cpu())
     args = [tvm.runtime.tensor(x) for x in inputs]
-    vm["main"](*args)  # warm up
-    return float(np.median(vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)(*args).results))
+    vm["main"](*args)
+    return lambda n: list(vm.time_evaluator("main", tvm.cpu(), number=1, repeat=n)(*args).results)
 
 
 def ort_session(model, threads: int):
@@ -64,14 +65,42 @@ def ort_session(model, threads: int):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def ort_seconds(session, feeds, repeat: int) -> float:
+def ort_timer(session, feeds):
+    """``timer(n)`` for an ONNX Runtime session, after one warm-up run."""
     session.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+
+    def timer(n):
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - start)
+        return times
+
+    return timer
+
+
+def interleaved(timers: dict, repeat: int, rounds: int = 3) -> dict:
+    """Seconds per run of each timer: the best of ``rounds`` round medians, the timers taking turns.
+
+    This machine's second CPU is sometimes busy for seconds at a time; timing the
+    systems in turns and keeping each one's best round keeps such a burst from
+    landing on one column only.
+    """
+    per_round = max(1, -(-repeat // rounds))
+    best = {name: float("inf") for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], float(np.median(timer(per_round))))
+    return best
+
+
+def vm_seconds(executable, inputs, repeat: int) -> float:
+    return float(np.median(vm_timer(executable, inputs)(repeat)))
+
+
+def ort_seconds(session, feeds, repeat: int) -> float:
+    return float(np.median(ort_timer(session, feeds)(repeat)))
 
 
 # ---------------------------------------------------------------------------

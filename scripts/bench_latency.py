@@ -1,6 +1,6 @@
 """End-to-end latency: fluidml-tvm against ONNX Runtime, TVM's default pipeline, and MetaSchedule.
 
-Per model, in one run, medians of repeated runs on the same inputs:
+Per model, in one run, on the same inputs (the systems timed in turns, each keeping its best round median):
 
 * ONNX Runtime with 1 and 2 intra-op threads;
 * TVM's default pipeline (untuned kernels; one run, they take up to a minute);
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import model_zoo  # noqa: E402
-from bench_kernels import ort_seconds, ort_session, vm_seconds  # noqa: E402
+from bench_kernels import interleaved, ort_session, ort_timer, vm_timer  # noqa: E402
 from benchmarks_md import write_section  # noqa: E402
 
 MODELS = ["minilm", "bert-base", "gpt2", "resnet18", "mobilenetv2"]
@@ -96,17 +96,21 @@ def main() -> None:
         inputs = list(feeds.values())
         mod, _ = onnx_to_relax(proto)
         flops = model_flops(proto)
-        ort1 = ort_seconds(ort_session(proto, 1), feeds, args.repeat)
-        ort2 = ort_seconds(ort_session(proto, 2), feeds, args.repeat)
-        ours = vm_seconds(tvm.compile(mod, target, relax_pipeline=get_pipeline(target)), inputs, args.repeat)
-        tuned = None  # without a database for the target, this would be the untuned column again
+        timers = {
+            "ort1": ort_timer(ort_session(proto, 1), feeds),
+            "ort2": ort_timer(ort_session(proto, 2), feeds),
+            "ours": vm_timer(tvm.compile(mod, target, relax_pipeline=get_pipeline(target)), inputs),
+        }
+        # without a database for the target, this would be the untuned column again
         if shipped_database(target) is not None:
-            tuned = vm_seconds(tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=False)),
-                               inputs, args.repeat)
+            timers["tuned"] = vm_timer(tvm.compile(mod, target, relax_pipeline=get_pipeline(target, kernels=False)),
+                                       inputs)
+        seconds = interleaved(timers, args.repeat)
+        ort1, ort2, ours, tuned = (seconds.get(k) for k in ("ort1", "ort2", "ours", "tuned"))
         untuned = None
         if not args.no_untuned:
             default = relax.get_default_pipeline(target)
-            untuned = vm_seconds(tvm.compile(mod, target, relax_pipeline=default), inputs, 1)
+            untuned = vm_timer(tvm.compile(mod, target, relax_pipeline=default), inputs)(1)[0]
         ms = lambda s: f"{s * 1e3:.1f}" if s is not None else "-"  # noqa: E731
         rows.append(
             f"| {name} | {ms(ort1)} | {ms(ort2)} | {ms(untuned)} | {ms(tuned)} | {ms(ours)} "
@@ -117,7 +121,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = (
         f"Target `{args.target}` ({target.attrs.get('mcpu', 'generic')}, peak {peak:.0f} GFLOP/s); "
-        f"medians of {args.repeat} runs, ms.\n\n"
+        f"{args.repeat} runs each, taking turns in 3 rounds: the best round median, ms "
+        "(the untuned build: one run).\n\n"
         "| model | ORT 1 thread | ORT 2 threads | TVM default (untuned) | TVM + MetaSchedule (shipped DB) "
         "| fluidml-tvm | fluidml / ORT 2t | fluidml / MetaSchedule | fluidml GFLOP/s (of peak) | ORT 2t GFLOP/s |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)

@@ -4,7 +4,9 @@
 
 Every packable matmul/conv2d of each model is built under each candidate
 column block (1-4 vectors) exactly as a model build makes it and timed on this
-machine (``fluidml_tvm.tuning.measure_layouts``); the records go to
+machine (``fluidml_tvm.tuning.measure_layouts``); then the kernels
+FoldLayoutKernels compares (a copy kernel, its partner, the two merged) are
+timed as the build's "fuse" stage meets them.  The records go to
 ``schedules/x86-64-avx2/layout_costs.jsonl`` (keyed by the exact target, so a
 ``host`` record serves only this CPU with this many cores).  Records already
 there are not measured again; builds read them through PackWeights' layout
@@ -39,14 +41,16 @@ def main(argv=None) -> int:
     from fluidml_tvm.targets import resolve_target
     from fluidml_tvm.tuning.layout_costs import LayoutCostDatabase
     from fluidml_tvm.tuning.measure_layouts import measure_layouts, model_layouts
+    from fluidml_tvm.tuning.tasks import fuse
 
     database = LayoutCostDatabase(args.out)
     for spec in args.target or ["x86-64"]:
         target = resolve_target(spec)
         pending: dict = {}
+        modules = {}
         for name in args.models:
-            mod, _ = onnx_to_relax(onnx.load(str(model_zoo.model_path(name))))
-            pending.update(model_layouts(mod, target))
+            modules[name], _ = onnx_to_relax(onnx.load(str(model_zoo.model_path(name))))
+            pending.update(model_layouts(modules[name], target))
         start = time.time()
 
         def report(done, total, work):
@@ -54,6 +58,10 @@ def main(argv=None) -> int:
 
         added = measure_layouts(database, target, pending, progress=report)
         print(f"{spec}: {len(pending)} kernels, {added} new records in {time.time() - start:.0f} s")
+        for name, mod in modules.items():  # appends to the same file, read again by each build
+            before = len(LayoutCostDatabase(args.out))
+            fuse(mod, target, packed=True, database=args.out, measure=True)
+            print(f"{spec}: {name}: {len(LayoutCostDatabase(args.out)) - before} fold kernel records")
     return 0
 
 

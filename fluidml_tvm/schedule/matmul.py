@@ -13,7 +13,7 @@ still in registers.
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
                      single_reduction, vector_tile)
@@ -106,6 +106,7 @@ def _tile(sch, main, epilogue, panels, layout, machine: Machine) -> None:
         sch.set_scope(main, 0, "local")
         sch.reverse_compute_at(epilogue, io, preserve_unit_loops=True)
         tail = epilogue
+        _require_constant_extents(sch, tail)
     _vectorize_inner(sch, tail)
 
     if dense_b:
@@ -126,6 +127,15 @@ def _tile(sch, main, epilogue, panels, layout, machine: Machine) -> None:
     sch.unroll(ki)
     init = sch.decompose_reduction(main, ko)
     sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _require_constant_extents(sch, block) -> None:
+    """Refuse an epilogue the tile cannot own: a layout-changing one (a head split folded into
+    the matmul) whose permuted region straddles the tile gets loops of symbolic extent, which
+    either fail to vectorize or cover only part of each tile (wrong results)."""
+    for loop in sch.get_loops(block):
+        if not isinstance(sch.get(loop).extent, tirx.IntImm):
+            raise ValueError(f"epilogue loop of symbolic extent {sch.get(loop).extent}")
 
 
 def _vectorize_inner(sch, block) -> None:

@@ -4,6 +4,7 @@ from ..analysis.phase import PipelinePlacementError
 from .fluidml_plan import FluidMLPlan
 from .plan_memory import PlanMemory
 from .expand_integer_power import ExpandIntegerPower
+from .fold_layout_kernels import FoldLayoutKernels
 from .lift_kernel_scratch import LiftKernelScratch
 from .pack_weights import PackWeights
 from .reorder_for_memory import ReorderForMemory
@@ -11,4 +12,4 @@ from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
 __all__ = ["FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory", "WriteIntoOutput",
-           "ExpandIntegerPower", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]
+           "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]

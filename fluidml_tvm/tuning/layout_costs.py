@@ -9,7 +9,9 @@ record in ``layout_costs.jsonl``: a database directory (``fluidml-tvm tune
 planner needs but nobody measured is predicted by an XGBoost regressor
 trained on the target's records (time per FLOP from shape and layout features);
 with fewer than :data:`MIN_TRAINING` records there is no model, and the
-planner keeps the default block.
+planner keeps the default block.  The same files hold whole fused kernels'
+times keyed by structural hash (:class:`KernelCosts`), with which
+FoldLayoutKernels decides whether merging a copy kernel pays.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .database import SCHEDULES_DIR
 
 RECORD_FILE = "layout_costs.jsonl"
 MIN_TRAINING = 8
+DEFAULT_KERNEL = ("default",)  # the layout of a whole fused kernel's record: as the build makes it
 
 
 def target_key(target) -> str:
@@ -141,7 +144,8 @@ class LayoutCostDatabase:
     def predicted(self, target: str, work: tuple, layout: tuple, lanes: int) -> float | None:
         """XGBoost's estimate from the target's records; None with fewer than MIN_TRAINING of them."""
         if target not in self._models:
-            self._models[target] = _train(self.records(target), lanes)
+            shaped = [r for r in self.records(target) if r.workload[0] in ("matmul", "conv2d")]
+            self._models[target] = _train(shaped, lanes)
         model = self._models[target]
         if model is None:
             return None
@@ -204,3 +208,29 @@ class MeasuredLayoutCosts:
 
     def transform_cost(self, tensor, from_layout, to_layout) -> float:
         return 0.0 if from_layout == to_layout else INF
+
+
+class KernelCosts:
+    """Seconds of a fused kernel (default schedule) from the records, keyed by its structural hash.
+
+    ``measure=True`` times a kernel without a record on the spot and keeps the
+    record; otherwise such a kernel's time is unknown (None).
+    """
+
+    def __init__(self, database: LayoutCostDatabase, target, measure: bool = False):
+        self.database = database
+        self.target = target
+        self.key = target_key(target)
+        self.measure = measure
+
+    def __call__(self, kernel) -> float | None:
+        import tvm_ffi
+
+        work = ("kernel", f"{tvm_ffi.structural_hash(kernel) & (2**64 - 1):016x}")
+        seconds = self.database.measured(self.key, work, DEFAULT_KERNEL)
+        if seconds is None and self.measure:
+            from .measure_layouts import kernel_seconds
+
+            seconds = kernel_seconds(kernel, self.target)
+            self.database.add(LayoutRecord(self.key, work, DEFAULT_KERNEL, seconds))
+        return seconds

@@ -96,3 +96,20 @@ def model_layouts(mod: tvm.IRModule, target) -> dict:
             for decision in plan_packing(func, lanes):
                 pending.setdefault(workload(decision), candidates(decision, lanes))
     return pending
+
+
+def kernel_seconds(func, target, *, rounds: int = 3) -> float:
+    """Time of one PrimFunc as a build runs it: the default schedule, random arguments, best round median."""
+    from ..schedule import schedule_function
+
+    use_all_cores()
+    scheduled, _ = schedule_function(func, target, False)
+    lib = tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target)
+    rng = np.random.default_rng(0)
+    args = []
+    for param in func.params:
+        shape, dtype = [int(d) for d in param.ty.shape], str(param.ty.dtype)
+        data = rng.standard_normal(shape) if dtype.startswith("float") else np.zeros(shape)
+        args.append(tvm.runtime.tensor(data.astype(dtype)))
+    timer = lib.jit().time_evaluator("main", tvm.cpu(), number=5, repeat=5, min_repeat_ms=10)
+    return min(float(np.median(timer(*args).results)) for _ in range(rounds))

@@ -8,7 +8,8 @@ from tvm.s_tir import meta_schedule as ms
 from ..targets import resolve_target
 
 
-def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False, database=None) -> tvm.IRModule:
+def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False, database=None,
+         measure: bool = False) -> tvm.IRModule:
     """``model`` (ONNX path, ``onnx.ModelProto`` or Relax ``IRModule``) after the pipeline's "fuse" stage.
 
     These are the PrimFuncs a database applied after "fuse" is looked up
@@ -16,7 +17,8 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
     ``packed`` runs the pipeline's "pack" stage (packed weight layouts) first,
     so the records match builds with ``kernels=True`` (weight layouts chosen
     with the layout costs of the ``database`` directory, as such a build
-    does); without it they match the row-major kernels of ``kernels=False`` builds.
+    does; ``measure``: timing the kernels those choices need first); without
+    it they match the row-major kernels of ``kernels=False`` builds.
     """
     target = resolve_target(target)
     if isinstance(model, tvm.IRModule):
@@ -27,7 +29,7 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
         mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
     from ..pipeline import stages  # the pipeline applies tuning databases: import late
 
-    parts = stages(target, kernels=packed, database=database)
+    parts = stages(target, kernels=packed, database=database, measure=measure)
     with target:
         return tvm.transform.Sequential(parts.get("pack", []) + parts["fuse"])(mod)
 

@@ -17,7 +17,7 @@ from ..targets import resolve_target
 from .builder import fast_local_builder
 from .database import count_records, open_database
 from .intrinsics import register_cpu_intrinsics
-from .tasks import extract_tasks
+from .tasks import extract_tasks, fuse
 
 
 @dataclass
@@ -124,6 +124,7 @@ def _measure_layouts(mod, target, work_dir, progress: bool) -> None:
 
     with tqdm(unit="kernel", desc="layouts", disable=not progress, dynamic_ncols=True) as bar:
         measure_layouts(LayoutCostDatabase(work_dir), target, model_layouts(mod, target), progress=advance)
+    fuse(mod, target, packed=True, database=work_dir, measure=True)  # the kernels the fold decisions compare
 
 
 def _report(extracted, database, work_dir, trials, per_task, measured_before) -> TuningReport:
