@@ -4,8 +4,8 @@ The layout planner (:func:`fluidml_tvm.analysis.layout_dp.plan_layouts`) needs
 the time of every matmul/conv2d under every candidate weight layout.  Those
 come from measurements of the kernel exactly as a build makes it (PackWeights'
 rewrite, the default schedule, the target's codegen), kept one JSON line per
-record in ``layout_costs.jsonl``: a database directory (``fluidml-tvm tune
---db DIR``) and the shipped ``schedules/*/`` each hold one.  A record the
+record in ``layout_costs.jsonl``: a tuning directory (``fluidml-tvm tune
+--packed --db DIR``) and the shipped ``schedules/*/`` each hold one.  A record the
 planner needs but nobody measured is predicted by an XGBoost regressor
 trained on the target's records (time per FLOP from shape and layout features);
 with fewer than :data:`MIN_TRAINING` records there is no model, and the
@@ -54,15 +54,11 @@ def workload(decision: PackDecision) -> tuple:
     return ("matmul", math.prod(out[:-1]), decision.k, decision.n, "nk" if decision.transposed else "kn")
 
 
-def layout_of(decision: PackDecision, block: int | None = None) -> tuple:
-    return (decision.layout, int(block or decision.block))
-
-
 def candidates(decision: PackDecision, lanes: int) -> list[tuple]:
     """The weight layouts to choose from for one kernel (the default first)."""
     blocks = block_candidates(decision.n, lanes)
     ordered = [decision.block] + [b for b in blocks if b != decision.block]
-    return [layout_of(decision, b) for b in ordered]
+    return [(decision.layout, int(b)) for b in ordered]
 
 
 def flops(work: tuple) -> float:
