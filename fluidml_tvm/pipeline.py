@@ -20,8 +20,9 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
 
     ``pack`` re-lays matmul/conv weights out (while the constants and their
     transposes are still visible), in the layouts the layout planner picks
-    from the measured costs in ``database`` (a directory) and ``schedules/``; ``fuse`` is TVM's dispatch, legalization,
-    constant folding (which folds the re-layouts) and fusion, where
+    from the measured costs in ``database`` (a directory) and ``schedules/``;
+    ``fuse`` is TVM's dispatch, legalization, constant folding (which folds
+    the re-layouts) and fusion, where
     FoldLayoutKernels merges copy kernels (attention's head split and merge)
     into the kernel that writes or reads their tensor; ``tuned`` applies
     a MetaSchedule database (``database``: an ``ms.Database`` or a directory;

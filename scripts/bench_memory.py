@@ -78,8 +78,9 @@ def build(name: str, out: Path) -> dict:
     a = fluidml_tvm.compile(str(path), TARGET, scratch=False).report["main"]  # activations only
     # TVM's planner on TVM's own fused module: no packed kernels, no folded copy kernels
     stock = fluidml_tvm.compile(str(path), TARGET, scratch=False, kernels=False).report["main"]
-    return {"arena": a.arena_bytes, "tvm": a.tvm_planner_bytes, "stock": stock.tvm_planner_bytes, "bound": a.tvm_order_lower_bound,
-            "no_reuse": a.no_reuse_bytes, "inplace": len(a.inplace), "tensors": len(a.tensors),
+    return {"arena": a.arena_bytes, "tvm": a.tvm_planner_bytes, "stock": stock.tvm_planner_bytes,
+            "bound": a.tvm_order_lower_bound, "no_reuse": a.no_reuse_bytes, "inplace": len(a.inplace),
+            "tensors": len(a.tensors),
             "strategy": a.strategy, "plan_s": result.report.plan_seconds, "build_s": build_s,
             "scratch": r.tvm_kernel_scratch_bytes, "left": r.kernel_scratch_left_bytes,
             "arena_all": r.arena_bytes, "bound_all": r.tvm_order_lower_bound,
