@@ -59,14 +59,16 @@ def column_block(n: int, lanes: int) -> int:
     return 2 * lanes
 
 
-def block_candidates(n: int, lanes: int) -> list[int]:
+def block_candidates(n: int, lanes: int, padded: bool = False) -> list[int]:
     """Column blocks worth measuring for ``n`` columns: 1 to 4 whole vectors that divide ``n``.
 
     The block is also the kernel's register-tile width, so it trades accumulator
     registers against rows per tile; which wins depends on the CPU and the shape.
-    Falls back to :func:`column_block` alone when no vector multiple divides ``n``.
+    ``padded``: blocks need not divide ``n`` (a ``dense`` kernel's panels are
+    scratch, so a padded last panel adds no weight bytes).  Falls back to
+    :func:`column_block` alone when no vector multiple fits.
     """
-    fits = [v * lanes for v in (1, 2, 3, 4) if n % (v * lanes) == 0]
+    fits = [v * lanes for v in (1, 2, 3, 4) if padded or n % (v * lanes) == 0]
     return fits or [column_block(n, lanes)]
 
 

@@ -56,7 +56,7 @@ def workload(decision: PackDecision) -> tuple:
 
 def candidates(decision: PackDecision, lanes: int) -> list[tuple]:
     """The weight layouts to choose from for one kernel (the default first)."""
-    blocks = block_candidates(decision.n, lanes)
+    blocks = block_candidates(decision.n, lanes, padded=decision.layout == "dense")
     ordered = [decision.block] + [b for b in blocks if b != decision.block]
     return [(decision.layout, int(b)) for b in ordered]
 
