@@ -153,3 +153,12 @@ def test_model_layouts_lists_each_workload_once():
     pending = model_layouts(mod, TARGET)
     assert len(decisions) > len(pending) > 0  # the encoder's layers share shapes
     assert pending == {workload(d): candidates(d, lanes) for d in decisions}
+
+
+def test_a_target_that_does_not_run_here_is_refused(tmp_path):
+    from fluidml_tvm.targets import resolve_target
+
+    with pytest.raises(ValueError, match="does not run here"):
+        measure_layouts(LayoutCostDatabase(tmp_path), resolve_target("aarch64"),
+                        {("matmul", 16, 32, 48, "kn"): [("packed", 8)]})
+    assert not (tmp_path / "layout_costs.jsonl").exists()

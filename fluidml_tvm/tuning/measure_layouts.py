@@ -55,7 +55,10 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
     called after each workload.
     """
     from ..pipeline import get_pipeline
+    from ..targets import cross_compiler
 
+    if cross_compiler(target) is not None:
+        raise ValueError(f"layout costs are timed on this machine; {target} does not run here")
     use_all_cores()
     key = target_key(target)
     todo = {w: [l for l in ls if database.measured(key, w, l) is None] for w, ls in pending.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from ..frontend import onnx_to_relax
-from ..targets import resolve_target
+from ..targets import cross_compiler, resolve_target
 from .builder import fast_local_builder
 from .database import count_records, open_database
 from .intrinsics import register_cpu_intrinsics
@@ -94,7 +95,12 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     per_task = trials_per_task or trials
     if packed:
         mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
-        _measure_layouts(mod, target, work_dir, progress)
+        if runner is None and cross_compiler(target) is None:
+            _measure_layouts(mod, target, work_dir, progress)
+        else:
+            # layout costs are timed in this process; a remote device's would be this CPU's
+            warnings.warn(f"layout costs are measured on this machine only: not measured for {target}; "
+                          "the build keeps the default blocks unless records for it exist", stacklevel=2)
         model = mod
     extracted = extract_tasks(model, target, input_shapes=input_shapes, op_names=op_names, packed=packed,
                               database=work_dir)
