@@ -15,6 +15,7 @@ _LAZY = {
     "CompileResult": ("fluidml_tvm.compiler", "CompileResult"),
     "get_pipeline": ("fluidml_tvm.pipeline", "get_pipeline"),
     "transform": ("fluidml_tvm.transform", None),
+    "runtime": ("fluidml_tvm.runtime", None),
 }
 
 
@@ -26,4 +27,4 @@ def __getattr__(name):
     return getattr(value, attr) if attr else value
 
 
-__all__ = ["compile", "export", "CompileResult", "get_pipeline", "transform", "__version__"]
+__all__ = ["compile", "export", "CompileResult", "get_pipeline", "runtime", "transform", "__version__"]
