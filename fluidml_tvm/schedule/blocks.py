@@ -63,14 +63,14 @@ def all_static(sch: s_tir.Schedule, block) -> bool:
 
 
 def inline_all_but_last(sch: s_tir.Schedule, blocks: list) -> object | None:
-    """Inline each spatial block of ``blocks`` into its consumers; return the last, or None on failure."""
+    """Inline each spatial block of ``blocks`` into its consumers; return the last (None if no blocks).
+
+    A block that does not inline raises ``ScheduleError``: the rule does not apply.
+    """
     if not blocks:
         return None
     for block in blocks[:-1]:
-        try:
-            sch.compute_inline(block)
-        except s_tir.ScheduleError:
-            return None
+        sch.compute_inline(block)
     return blocks[-1]
 
 

@@ -29,11 +29,7 @@ def schedule_conv2d(sch: s_tir.Schedule, machine: Machine) -> bool:
     main, kind = blocks[pos], kinds[pos]
     if not kind.startswith("SSSS") or set(kind[4:]) != {"R"} or not has_trivial_binding(sch, main):
         return False
-    if any("R" in k for k in kinds[pos + 1:]):
-        return False
-    epilogue = inline_all_but_last(sch, blocks[pos + 1:]) if pos + 1 < len(blocks) else None
-    if pos + 1 < len(blocks) and epilogue is None:
-        return False
+    epilogue = inline_all_but_last(sch, blocks[pos + 1:])
     producers = blocks[:pos]
     n, c, h, w, *red = sch.get_loops(main)
     _, c_extent, _, w_extent = extents(sch, [n, c, h, w])

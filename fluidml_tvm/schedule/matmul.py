@@ -35,8 +35,6 @@ def schedule_matmul(sch: s_tir.Schedule, machine: Machine) -> bool:
     layout = _weight_layout(sch, main)
     if layout is None:
         return False
-    if any("R" in k for k in kinds[pos + 1:]):
-        return False
     # a producer of the weight is a panel copy, computed per column panel; others are inlined
     panels = [b for b in blocks[:pos] if any(w.source.same_as(layout[2]) for w in sch.get(b).writes)]
     for block in reversed(blocks[:pos]):
@@ -46,9 +44,7 @@ def schedule_matmul(sch: s_tir.Schedule, machine: Machine) -> bool:
             sch.compute_inline(block)
         except s_tir.ScheduleError:
             return False
-    epilogue = inline_all_but_last(sch, blocks[pos + 1:]) if pos + 1 < len(blocks) else None
-    if pos + 1 < len(blocks) and epilogue is None:
-        return False
+    epilogue = inline_all_but_last(sch, blocks[pos + 1:])
     _tile(sch, main, epilogue, panels, layout, machine)
     return True
 
