@@ -87,12 +87,10 @@ def interleaved(timers: dict, repeat: int, rounds: int = 3) -> dict:
     systems in turns and keeping each one's best round keeps such a burst from
     landing on one column only.
     """
+    from fluidml_tvm.tuning.measure_layouts import best_round_medians
+
     per_round = max(1, -(-repeat // rounds))
-    best = {name: float("inf") for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            best[name] = min(best[name], float(np.median(timer(per_round))))
-    return best
+    return best_round_medians({name: (lambda t=timer: t(per_round)) for name, timer in timers.items()}, rounds)
 
 
 def vm_seconds(executable, inputs, repeat: int) -> float:

@@ -49,9 +49,9 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
                     progress=None) -> int:
     """Measure every ``pending[workload]`` layout not in ``database``; return how many were added.
 
-    The layouts of one workload are timed in ``rounds`` interleaved rounds and
-    each keeps its best round median, so a burst of load on this (noisy)
-    machine does not pick the layout.  ``progress(done, total, workload)`` is
+    The layouts of one workload are timed by :func:`best_round_medians`, so a
+    burst of load on this (noisy) machine does not pick the layout.
+    ``progress(done, total, workload)`` is
     called after each workload.
     """
     from ..pipeline import get_pipeline
@@ -74,13 +74,9 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
             shape = [int(s) for s in mod["main"].params[0].ty.shape.values]
             x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal(shape).astype("float32"))
             vm["main"](x)
-            runs[layout] = (vm, x)
-        best = {layout: float("inf") for layout in layouts}
-        for _ in range(rounds):
-            for layout, (vm, x) in runs.items():
-                timer = vm.time_evaluator("main", dev, number=3, repeat=5, min_repeat_ms=20)
-                best[layout] = min(best[layout], float(np.median(timer(x).results)))
-        for layout, seconds in best.items():
+            timer = vm.time_evaluator("main", dev, number=3, repeat=5, min_repeat_ms=20)
+            runs[layout] = lambda timer=timer, x=x: timer(x).results
+        for layout, seconds in best_round_medians(runs, rounds).items():
             database.add(LayoutRecord(key, tuple(work), tuple(layout), seconds))
             added += 1
         if progress:
@@ -88,6 +84,17 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
     return added
 
 
+def best_round_medians(timers: dict, rounds: int) -> dict:
+    """Each ``timers[key]()`` (a list of seconds) run ``rounds`` times, the timers taking turns; its best median.
+
+    A burst of load on a shared CPU then spoils one round of every timer, not
+    the only round of one of them.
+    """
+    best = {key: float("inf") for key in timers}
+    for _ in range(rounds):
+        for key, timer in timers.items():
+            best[key] = min(best[key], float(np.median(timer())))
+    return best
 
 
 def model_layouts(mod: tvm.IRModule, target) -> dict:
@@ -115,4 +122,4 @@ def kernel_seconds(func, target, *, rounds: int = 3) -> float:
         data = rng.standard_normal(shape) if dtype.startswith("float") else np.zeros(shape)
         args.append(tvm.runtime.tensor(data.astype(dtype)))
     timer = lib.jit().time_evaluator("main", tvm.cpu(), number=5, repeat=5, min_repeat_ms=10)
-    return min(float(np.median(timer(*args).results)) for _ in range(rounds))
+    return best_round_medians({"kernel": lambda: timer(*args).results}, rounds)["kernel"]
