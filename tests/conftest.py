@@ -24,6 +24,22 @@ def run_vm(executable, inputs):
     return [o.numpy() for o in out] if isinstance(out, (list, tuple, tvm.ir.Array)) else [out.numpy()]
 
 
+def tensor_constants(mod) -> list[np.ndarray]:
+    """The distinct tensor constants the Relax functions of ``mod`` hold (what the VM stores)."""
+    seen = {}
+
+    @relax.expr_functor.visitor
+    class _Constants(relax.PyExprVisitor):
+        def visit_generic_const_(self, const):
+            if isinstance(const.value, tvm.runtime.Tensor):
+                seen[const] = const.value.numpy()
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            _Constants().visit_expr(func)
+    return list(seen.values())
+
+
 def assert_close(actual, expected, rel=1e-4):
     for a, e in zip(actual, expected):
         scale = max(float(np.abs(e).max()), 1e-6)

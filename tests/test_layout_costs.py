@@ -12,7 +12,7 @@ from fluidml_tvm.tuning.layout_costs import (MIN_TRAINING, LayoutCostDatabase, L
                                              target_key, workload)
 from fluidml_tvm.tuning.measure_layouts import kernel_module, measure_layouts, model_layouts
 
-from conftest import TARGET, assert_close, run_vm
+from conftest import TARGET, assert_close, run_vm, tensor_constants
 from test_pack_weights import matmul_module
 
 RNG = np.random.default_rng(0)
@@ -21,7 +21,7 @@ KEY = target_key(TARGET)
 
 def _packed_blocks(mod) -> list[int]:
     """Column block of every packed weight ([N/n, K, n] constant) the fused module holds."""
-    return [int(c.shape[-1]) for c in _constants(mod) if c.ndim == 3]
+    return [int(c.shape[-1]) for c in tensor_constants(mod) if c.ndim == 3]
 
 
 def _fused(mod, database):
@@ -123,24 +123,10 @@ def test_measured_records_are_real_timings_of_each_layout(tmp_path):
     assert measure_layouts(LayoutCostDatabase(tmp_path), TARGET, {work: layouts}) == 0  # kept on disk
     # the timed module is the kernel a build makes: same numbers as the plain matmul
     mod = kernel_module(work, ("dense", 8))
-    w = next(c for c in _constants(mod))
+    w = next(c for c in tensor_constants(mod))
     x = RNG.standard_normal((16, 32)).astype("float32")
     built = tvm.compile(mod, TARGET, relax_pipeline=get_pipeline(TARGET))
     assert_close(run_vm(built, [x])[0], x @ w.T)
-
-
-def _constants(mod):
-    from tvm import relax
-
-    found = []
-
-    @relax.expr_functor.visitor
-    class _Visit(relax.PyExprVisitor):
-        def visit_generic_const_(self, const):
-            found.append(const.value.numpy())
-
-    _Visit().visit_expr(mod["main"])
-    return found
 
 
 def test_model_layouts_lists_each_workload_once():

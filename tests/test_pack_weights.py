@@ -16,7 +16,7 @@ from fluidml_tvm.pipeline import stages
 from fluidml_tvm.transform.pack_weights import PackWeights
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
-from conftest import TARGET, assert_close, run_vm
+from conftest import TARGET, assert_close, run_vm, tensor_constants
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -39,18 +39,7 @@ def fused(mod, target=TARGET):
 
 def constant_bytes(mod) -> int:
     """Bytes of the distinct constants the Relax functions of ``mod`` hold (what the VM stores)."""
-    seen = {}
-
-    @relax.expr_functor.visitor
-    class _Constants(relax.PyExprVisitor):
-        def visit_generic_const_(self, const):
-            if isinstance(const.value, tvm.runtime.Tensor):
-                seen[const] = const.value.numpy().nbytes
-
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            _Constants().visit_expr(func)
-    return sum(seen.values())
+    return sum(c.nbytes for c in tensor_constants(mod))
 
 
 def matmul_module(x_shape, w, transposed=False, bias=None, shared_take=False):

@@ -22,6 +22,8 @@ from fluidml_tvm.tuning import (ApplyTuningDatabase, CorruptDatabaseError, extra
                                 shipped_database_dir, tune)
 from fluidml_tvm.tuning.database import RECORD_FILE, WORKLOAD_FILE
 
+from conftest import tensor_constants
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 M, K, N = 32, 64, 48
@@ -279,7 +281,7 @@ def test_packed_tuning_measures_layouts_first_and_tunes_the_chosen_kernels(tmp_p
     (task,) = extract_tasks(mod, TARGET, packed=True, database=tmp_path)
     assert "packed_matmul" in task.task_name and report.measured_now >= 4
     final, built = build_packed(mod, tmp_path)
-    shapes = [tuple(c.value.shape) for c in _relax_constants(final) if isinstance(c.value, tvm.runtime.Tensor)]
+    shapes = [c.shape for c in tensor_constants(final)]
     assert (N // fastest, K, fastest) in shapes
     xs = np.random.default_rng(1).standard_normal((M, K)).astype("float32")
     vm = relax.VirtualMachine(built, tvm.cpu())
@@ -295,15 +297,3 @@ def build_packed(mod, database):
         final = tvm.transform.Sequential([p for name in STAGES[:-2] for p in parts[name]])(mod)
         return final, tvm.compile(mod, TARGET, relax_pipeline=tvm.transform.Sequential(
             [p for name in STAGES for p in parts[name]]))
-
-
-def _relax_constants(mod):
-    found = []
-
-    @relax.expr_functor.visitor
-    class _Visit(relax.PyExprVisitor):
-        def visit_generic_const_(self, const):
-            found.append(const)
-
-    _Visit().visit_expr(mod["main"])
-    return found
