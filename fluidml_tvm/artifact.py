@@ -41,6 +41,7 @@ from .runtime.manifest import (
 )
 from .analysis.shared_weights import transposed_shared_params
 from .runtime.weights import fingerprint, layout_weights, write_weights
+from .targets import resolve_target
 
 
 @dataclass
@@ -82,7 +83,7 @@ def export_artifact(
         Linker for ``export_library``, e.g. ``tvm.support.cc.cross_compiler(
         "aarch64-linux-gnu-gcc")`` for an aarch64 target.
     """
-    target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    target = resolve_target(target)
     directory = Path(path)
     num_input = int(mod["main"].attrs["num_input"])
     arrays = _ordered_params(mod["main"].params[num_input:], params)

@@ -11,7 +11,8 @@ from .frontend import onnx_to_relax
 from .pipeline import stages
 from .report import MemoryReport, memory_report
 from .runtime.threads import use_all_cores
-from .targets import resolve_target
+from .targets import describe
+from .transform import LiftKernelScratch
 
 
 @dataclass
@@ -38,12 +39,12 @@ def compile(model, target="host", *, input_shapes: dict | None = None, report: b
     ``plan_options`` as for :func:`fluidml_tvm.pipeline.stages`; with ``report``
     the same module is also lowered TVM's way to compare against.
     """
-    target = resolve_target(target)
+    target = describe(target)
     use_all_cores()  # the executable is usually run in this process
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
     pipeline, built = planning_pipeline(target, report=report, **plan_options)
-    executable = tvm.compile(mod, target, relax_pipeline=pipeline)
-    return CompileResult(executable, built["module"], built["report"], target)
+    executable = tvm.compile(mod, target.target, relax_pipeline=pipeline)
+    return CompileResult(executable, built["module"], built["report"], target.target)
 
 
 def export(model, path, target="host", *, input_shapes: dict | None = None, embed_weights: bool = False,
@@ -55,10 +56,10 @@ def export(model, path, target="host", *, input_shapes: dict | None = None, embe
     """
     from .artifact import export_artifact
 
-    target = resolve_target(target)
+    target = describe(target)
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
     # Weight re-layouts must precede LiftTransformParams (in export_artifact) to happen once.
-    with target:
+    with target.target:
         mod = tvm.transform.Sequential(stages(target, **plan_options)["pack"])(mod)
     pipeline, built = planning_pipeline(target, pack=False, **plan_options)
     info = export_artifact(mod, params["main"], target, path, relax_pipeline=pipeline,
@@ -72,12 +73,13 @@ def planning_pipeline(target, *, report: bool = True, pack: bool = True, **plan_
     The report needs the scheduled module before planning (TVM plans the same
     kernels for comparison), so the stages run here one by one.
     """
+    target = describe(target)
     parts = stages(target, **plan_options)
     built: dict = {"module": None, "report": None}
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
+        with target.target:
             early = parts["pack"] if pack else []
             fused = tvm.transform.Sequential(early + parts["fuse"] + parts["tuned"] + parts["schedule"])(mod)
             start = time.perf_counter()
@@ -85,8 +87,8 @@ def planning_pipeline(target, *, report: bool = True, pack: bool = True, **plan_
             seconds = time.perf_counter() - start
             if report:
                 tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
-                built["report"] = memory_report(planned, tvm_lowered, seconds,
-                                                scratch=plan_options.get("scratch", True))
+                same = LiftKernelScratch()(tvm_lowered) if plan_options.get("scratch", True) else None
+                built["report"] = memory_report(planned, tvm_lowered, seconds, same)
             built["module"] = planned
             return tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .targets import resolve_target
-from .transform import ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights, ScheduleKernels
-from .tuning import ApplyTuningDatabase
-from .tuning.layout_costs import KernelCosts, LayoutCostDatabase
+from .layout.costs import KernelCosts, LayoutCostDatabase
+from .targets import describe
+from .transform import (ApplyTuningDatabase, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
+                        ScheduleKernels)
 
 # The order the stages run in.
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
-def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure: bool = False,
+def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure=None,
            **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
@@ -31,25 +31,29 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     FluidMLPlan; ``lower`` and ``finalize`` are TVM's own, whose
     StaticPlanBlockMemory then only sees what FluidML left to it.
 
-    ``measure`` times the kernels a layout decision needs that have no record
-    yet, and appends the records to ``database`` (what ``fluidml-tvm tune
-    --packed`` does); ``kernels=False`` leaves layouts and kernels as TVM makes them;
+    ``target`` is a :class:`~fluidml_tvm.targets.TargetDescription` (or
+    anything :func:`~fluidml_tvm.targets.describe` takes), handed to every
+    pass.  ``measure(kernel) -> seconds`` times the kernels a fold decision
+    needs that have no record yet, and their records are appended to
+    ``database`` (``fluidml-tvm tune --packed`` passes
+    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`);
+    ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
     error ~1e-6); ``plan_options`` go to :class:`FluidMLPlan`.
     """
-    target = resolve_target(target)
+    target = describe(target)
     pipe = relax.pipeline
     costs = LayoutCostDatabase.for_build(database)
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
-        "pack": pack + [PackWeights(target, costs)] if kernels else [],
-        "fuse": pipe.library_dispatch_passes(target)
+        "pack": pack + ([PackWeights(target, costs)] if kernels else []),
+        "fuse": pipe.library_dispatch_passes(target.target)
         + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
-        "tuned": [ApplyTuningDatabase(database)],
+        "tuned": [ApplyTuningDatabase(target, database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],
-        "plan": [FluidMLPlan(**plan_options)],
-        "lower": _dataflow_lower_passes(target),
-        "finalize": pipe.finalize_passes(target),
+        "plan": [FluidMLPlan(target, **plan_options)],
+        "lower": _dataflow_lower_passes(target.target),
+        "finalize": pipe.finalize_passes(target.target),
     }
 
 
@@ -58,13 +62,13 @@ def get_pipeline(target, **options) -> tvm.transform.Pass:
 
     ``options`` as for :func:`stages`.
     """
-    target = resolve_target(target)
+    target = describe(target)
     parts = stages(target, **options)
     seq = tvm.transform.Sequential([p for name in STAGES for p in parts[name]], name="fluidml_tvm")
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
+        with target.target:  # TVM's own passes read the target in scope
             return seq(mod)
 
     return _pipeline
@@ -72,7 +76,7 @@ def get_pipeline(target, **options) -> tvm.transform.Pass:
 
 def _legalize_passes(target, fold_costs) -> list:
     """TVM's legalize stage; with ``fold_costs``, FoldLayoutKernels (deciding with them) before FuseTIR."""
-    passes = list(relax.pipeline.legalize_passes(target))
+    passes = list(relax.pipeline.legalize_passes(target.target))
     if fold_costs is not None:
         at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
         passes.insert(at, FoldLayoutKernels(target=target, costs=fold_costs))

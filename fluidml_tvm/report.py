@@ -9,10 +9,8 @@ import tvm
 from tvm import relax
 
 from .analysis.liveness import function_liveness
-from .analysis.memory_plan import plan_function
+from .analysis.memory_plan import PLAN_ATTR, plan_function
 from .analysis.scratch import scratch_by_callee
-from .transform.lift_kernel_scratch import LiftKernelScratch
-from .transform.plan_memory import PLAN_ATTR
 
 
 @dataclass
@@ -74,14 +72,15 @@ class MemoryReport:
 
 
 def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds: float = 0.0,
-                  scratch: bool = True) -> MemoryReport:
+                  same_tensors: tvm.IRModule | None = None) -> MemoryReport:
     """Compare each planned function with TVM on ``tvm_lowered`` (the same module, lowered in TVM's order).
 
-    The live-set bound of TVM's order counts the same tensors the plan
-    places: with ``scratch``, the lifted kernel scratch too.
+    The live-set bound of TVM's order is taken on ``same_tensors``:
+    ``tvm_lowered`` with the tensors the plan places, i.e. with the kernel
+    scratch lifted when the plan lifted it (default: ``tvm_lowered``).
     """
     tvm_planned = relax.transform.StaticPlanBlockMemory()(tvm_lowered)
-    same_tensors = LiftKernelScratch()(tvm_lowered) if scratch else tvm_lowered
+    same_tensors = tvm_lowered if same_tensors is None else same_tensors
     report = MemoryReport(plan_seconds=plan_seconds)
     for gv, func in planned.functions.items():
         if not isinstance(func, relax.Function) or not (func.attrs and PLAN_ATTR in func.attrs):

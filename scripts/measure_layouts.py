@@ -38,14 +38,14 @@ def main(argv=None) -> int:
     import onnx
 
     from fluidml_tvm.frontend import onnx_to_relax
-    from fluidml_tvm.targets import resolve_target
-    from fluidml_tvm.tuning.layout_costs import LayoutCostDatabase
+    from fluidml_tvm.layout.costs import LayoutCostDatabase
+    from fluidml_tvm.targets import describe
     from fluidml_tvm.tuning.measure_layouts import measure_layouts, model_layouts
     from fluidml_tvm.tuning.tasks import fuse
 
     database = LayoutCostDatabase(args.out)
     for spec in args.target or ["x86-64"]:
-        target = resolve_target(spec)
+        target = describe(spec)
         pending: dict = {}
         modules = {}
         for name in args.models:

@@ -59,7 +59,7 @@ def ship(work_root: Path, destination: Path) -> None:
     """Merge the best record per workload of every model's database into ``destination``."""
     from tvm.s_tir import meta_schedule as ms
 
-    from fluidml_tvm.tuning.database import best_records, open_database
+    from fluidml_tvm.schedule.database import best_records, open_database
 
     merged = ms.database.MemoryDatabase()
     for work_dir in sorted(p for p in work_root.iterdir() if p.is_dir()):

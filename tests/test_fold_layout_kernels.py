@@ -1,6 +1,7 @@
 """FoldLayoutKernels: copy kernels merged into their producer or consumer, results unchanged."""
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +135,14 @@ def test_analysis_finds_both_folds_of_the_head_split():
 def test_fold_removes_the_copy_kernel_and_keeps_results(kind):
     mod = attention_like()
     inputs = inputs_of(mod)
-    plain, folded = fused(mod), fused(mod, FoldLayoutKernels(kind))
+    plain, folded = fused(mod), fused(mod, FoldLayoutKernels(TARGET, kind))
     assert copy_kernels(plain) == 1 and copy_kernels(folded) == 0
     grouped = after_fuse_ops(mod)
     with TARGET:
-        merged = FoldLayoutKernels(kind)(grouped)
+        merged = FoldLayoutKernels(TARGET, kind)(grouped)
     relax.analysis.well_formed(merged)  # raises on a violation
     assert len(merged.functions) < len(grouped.functions)  # the two groups' functions are gone
-    ex, rules = build(mod, FoldLayoutKernels(kind))
+    ex, rules = build(mod, FoldLayoutKernels(TARGET, kind))
     assert [r for name, r in rules.items() if "transpose" in name] == ["matmul"]
     assert_matches(run_vm(ex, inputs), tvm_default(mod, inputs))
 
@@ -152,15 +153,16 @@ def test_no_fold_when_the_intermediate_has_a_second_reader(reader):
     grouped = after_fuse_ops(mod)
     folds = find_folds(grouped, grouped["main"])
     assert reader not in [f.kind for f in folds]
-    everything = FoldLayoutKernels(lambda fold: True)
+    everything = FoldLayoutKernels(TARGET, lambda fold: True)
     assert copy_calls(fused(mod, everything)) == copy_calls(fused(mod)) - len(everything.applied)
     assert all(f.kind != reader for f in everything.applied)
     inputs = inputs_of(mod)
-    assert_matches(run_vm(build(mod, FoldLayoutKernels(lambda fold: True))[0], inputs), tvm_default(mod, inputs))
+    assert_matches(run_vm(build(mod, FoldLayoutKernels(TARGET, lambda fold: True))[0], inputs),
+                   tvm_default(mod, inputs))
 
 
 def test_default_prefers_the_producer_and_keeps_the_matmul_schedule():
-    fold = FoldLayoutKernels()
+    fold = FoldLayoutKernels(TARGET)
     _, rules = build(attention_like(), fold)
     assert [f.kind for f in fold.applied] == ["producer"]
     assert [r for name, r in rules.items() if "transpose" in name] == ["matmul"]
@@ -178,7 +180,7 @@ def test_default_refuses_a_producer_whose_tile_straddles_heads(perm):
     (bindings,) = fold_groups(grouped["main"], [producer]).values()
     _, rule = schedule_function(merged_kernel(grouped, bindings), TARGET)
     assert producer.kind == "producer" and rule != "matmul"
-    fold = FoldLayoutKernels()
+    fold = FoldLayoutKernels(TARGET)
     ex, _ = build(mod, fold)
     assert [f.kind for f in fold.applied] == ["consumer"]
     inputs = inputs_of(mod)
@@ -187,7 +189,7 @@ def test_default_refuses_a_producer_whose_tile_straddles_heads(perm):
 
 def test_before_legalization_is_a_placement_error():
     with TARGET, pytest.raises(PipelinePlacementError, match="FuseOps"):
-        FoldLayoutKernels(lambda fold: True)(attention_like())
+        FoldLayoutKernels(TARGET, lambda fold: True)(attention_like())
 
 
 @pytest.fixture(scope="module")
@@ -218,20 +220,22 @@ def test_gpt2_tiny_candidates(gpt2_tiny):
 @pytest.mark.parametrize("kind", [PRODUCER, CONSUMER, None], ids=["producer", "consumer", "default"])
 def test_gpt2_tiny_folds_keep_results(gpt2_tiny, kind):
     mod, inputs, expected = gpt2_tiny
-    fold = FoldLayoutKernels(kind)
+    fold = FoldLayoutKernels(TARGET, kind)
     ex, rules = build(mod, fold)
     assert fold.applied and all(kind is None or kind(f) for f in fold.applied)
-    assert copy_calls(fused(mod, FoldLayoutKernels(kind))) < copy_calls(fused(mod))
+    assert copy_calls(fused(mod, FoldLayoutKernels(TARGET, kind))) < copy_calls(fused(mod))
     merged = {name: rule for name, rule in rules.items() if "transpose" in name and "matmul" in name}
     assert merged and set(merged.values()) == {"matmul"}
     assert_matches(run_vm(ex, inputs), expected)
 
 
 def test_measured_costs_decide_between_schedulable_folds(tmp_path):
-    from fluidml_tvm.tuning.layout_costs import KernelCosts, LayoutCostDatabase, LayoutRecord
+    from fluidml_tvm.layout.costs import KernelCosts, LayoutCostDatabase, LayoutRecord
+    from fluidml_tvm.tuning.measure_layouts import kernel_seconds
 
     mod = attention_like()
-    measured = FoldLayoutKernels(target=TARGET, costs=KernelCosts(LayoutCostDatabase(tmp_path), TARGET, True))
+    timer = partial(kernel_seconds, target=TARGET)
+    measured = FoldLayoutKernels(target=TARGET, costs=KernelCosts(LayoutCostDatabase(tmp_path), TARGET, timer))
     fused(mod, measured)
     records = LayoutCostDatabase(tmp_path).records(KernelCosts(LayoutCostDatabase(), TARGET).key)
     # the producer fold's merged, apart and copy kernels; the consumer fold's two more if it was refused

@@ -5,18 +5,19 @@ import pytest
 import tvm
 
 from fluidml_tvm.analysis.packing import plan_packing
+from fluidml_tvm.analysis.weight_layouts import candidates, workload
+from fluidml_tvm.layout.costs import MIN_TRAINING, LayoutCostDatabase, LayoutRecord
 from fluidml_tvm.pipeline import get_pipeline, stages
-from fluidml_tvm.schedule.machine import Machine
+from fluidml_tvm.targets import describe
 from fluidml_tvm.transform.pack_weights import PackWeights
-from fluidml_tvm.tuning.layout_costs import (MIN_TRAINING, LayoutCostDatabase, LayoutRecord, candidates,
-                                             target_key, workload)
 from fluidml_tvm.tuning.measure_layouts import kernel_module, measure_layouts, model_layouts
 
 from conftest import TARGET, assert_close, run_vm, tensor_constants
 from test_pack_weights import matmul_module
 
 RNG = np.random.default_rng(0)
-KEY = target_key(TARGET)
+KEY = describe(TARGET).record_key
+LANES = describe(TARGET).lanes
 
 
 def _packed_blocks(mod) -> list[int]:
@@ -85,9 +86,8 @@ def test_planner_follows_the_measured_costs_and_numerics_hold(tmp_path, transpos
     m, k, n = 24, 48, 48
     w = RNG.standard_normal((n, k) if transposed else (k, n)).astype("float32")
     mod = matmul_module((m, k), w, transposed=transposed)
-    lanes = Machine.of(TARGET).lanes
-    (decision,) = plan_packing(mod["main"], lanes)
-    layouts = candidates(decision, lanes)
+    (decision,) = plan_packing(mod["main"], LANES)
+    layouts = candidates(decision, LANES)
     assert len(layouts) >= 3 and layouts[0] == ("packed", decision.block)
     slowest_first = sorted(layouts, key=lambda layout: layout[1] != 12)  # make the 3-vector block fastest
     db = LayoutCostDatabase(tmp_path)
@@ -109,7 +109,7 @@ def test_planner_follows_the_measured_costs_and_numerics_hold(tmp_path, transpos
 def test_without_costs_the_default_block_is_kept(tmp_path):
     w = RNG.standard_normal((48, 48)).astype("float32")
     mod = matmul_module((24, 48), w)
-    (decision,) = plan_packing(mod["main"], Machine.of(TARGET).lanes)
+    (decision,) = plan_packing(mod["main"], LANES)
     assert _packed_blocks(_fused(mod, LayoutCostDatabase(tmp_path))) == [decision.block]
 
 
@@ -134,11 +134,10 @@ def test_model_layouts_lists_each_workload_once():
     from fluidml_tvm.frontend import onnx_to_relax
 
     mod, _ = onnx_to_relax(build_example_model())
-    lanes = Machine.of(TARGET).lanes
-    decisions = plan_packing(mod["main"], lanes)
+    decisions = plan_packing(mod["main"], LANES)
     pending = model_layouts(mod, TARGET)
     assert len(decisions) > len(pending) > 0  # the encoder's layers share shapes
-    assert pending == {workload(d): candidates(d, lanes) for d in decisions}
+    assert pending == {workload(d): candidates(d, LANES) for d in decisions}
 
 
 def test_a_target_that_does_not_run_here_is_refused(tmp_path):

@@ -17,7 +17,7 @@ from tvm import relax
 import fluidml_tvm
 from fluidml_tvm.example_model import build_example_model, example_inputs as example_feeds
 from fluidml_tvm.frontend import onnx_to_relax
-from fluidml_tvm.memory.validate import validate_function
+from fluidml_tvm.analysis.validate import validate_function
 
 from conftest import TARGET, assert_close, run_vm
 

@@ -25,7 +25,7 @@ RNG = np.random.default_rng(0)
 
 def build(mod, pack=True, schedule=False, target=TARGET):
     parts = stages(target)
-    passes = ([PackWeights()] if pack else []) + parts["fuse"] + ([ScheduleKernels()] if schedule else [])
+    passes = ([PackWeights(target)] if pack else []) + parts["fuse"] + ([ScheduleKernels(target)] if schedule else [])
     passes += parts["plan"] + parts["lower"] + parts["finalize"]
     with target:
         final = tvm.transform.Sequential(passes)(mod)
@@ -34,7 +34,7 @@ def build(mod, pack=True, schedule=False, target=TARGET):
 
 def fused(mod, target=TARGET):
     with target:
-        return tvm.transform.Sequential([PackWeights()] + stages(target)["fuse"])(mod)
+        return tvm.transform.Sequential([PackWeights(target)] + stages(target)["fuse"])(mod)
 
 
 def constant_bytes(mod) -> int:

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tvm import relax
 
 import fluidml_tvm
-from fluidml_tvm.memory.validate import validate_function
+from fluidml_tvm.analysis.validate import validate_function
 
 from conftest import TARGET, assert_close, run_vm
 

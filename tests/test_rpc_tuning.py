@@ -17,7 +17,7 @@ from tvm import relax
 from tvm.script import relax as R
 
 from fluidml_tvm.tuning import ApplyTuningDatabase, open_database, tune
-from fluidml_tvm.tuning.database import RECORD_FILE
+from fluidml_tvm.schedule.database import RECORD_FILE
 from fluidml_tvm.tuning.rpc import RemoteDevice, RemoteDeviceLost, remote_measurement
 from fluidml_tvm.pipeline import stages
 
@@ -138,7 +138,7 @@ def test_tune_through_rpc_then_lose_the_server(tracker, server, tmp_path):
     # The records measured remotely build a correct module.
     parts = stages(TARGET)
     with TARGET:
-        mod = tvm.transform.Sequential(parts["fuse"] + [ApplyTuningDatabase(database)] + parts["plan"]
+        mod = tvm.transform.Sequential(parts["fuse"] + [ApplyTuningDatabase(TARGET, database)] + parts["plan"]
                                        + parts["lower"] + parts["finalize"])(Matmul)
     assert any(f.attrs and f.attrs.get("tirx.is_scheduled", False)
                for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))

@@ -10,10 +10,10 @@ from tvm import relax
 from fluidml_tvm.example_model import build_example_model, example_inputs as example_feeds
 from fluidml_tvm.frontend import onnx_to_relax
 from fluidml_tvm.pipeline import stages
-from fluidml_tvm.schedule import SCHEDULED_ATTR, Machine, is_scheduled
+from fluidml_tvm.schedule import SCHEDULED_ATTR, is_scheduled
 from fluidml_tvm.transform.expand_integer_power import ExpandIntegerPower
 from fluidml_tvm.transform.pack_weights import PackWeights
-from fluidml_tvm.transform.plan_memory import PLAN_ATTR
+from fluidml_tvm.analysis.memory_plan import PLAN_ATTR
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
 from conftest import TARGET, assert_close, run_vm
@@ -25,8 +25,8 @@ R = relax.op
 def build(mod, fast=True, target=TARGET, validate=False):
     """TVM's pipeline cut by ``stages()``, with the proposed "pack" and "schedule" stages when ``fast``."""
     parts = stages(target, validate=validate)
-    sk = ScheduleKernels()
-    pack = [ExpandIntegerPower(), relax.transform.FastMathTransform(), PackWeights()] if fast else []
+    sk = ScheduleKernels(target)
+    pack = [ExpandIntegerPower(), relax.transform.FastMathTransform(), PackWeights(target)] if fast else []
     passes = pack + parts["fuse"] + ([sk] if fast else []) + parts["plan"] + parts["lower"] + parts["finalize"]
     with target:
         final = tvm.transform.Sequential(passes)(mod)
@@ -106,7 +106,7 @@ def test_shared_row_nests_match_unscheduled(name):
     shapes, body, _ = CASES[name]
     mod = module(shapes, body)
     inputs = [RNG.standard_normal(s).astype("float32") for s in shapes]
-    sk = ScheduleKernels(shared_row_nests=True)
+    sk = ScheduleKernels(TARGET, shared_row_nests=True)
     with TARGET:
         fused = tvm.transform.Sequential(stages(TARGET)["fuse"])(mod)
         scheduled = sk(fused)
@@ -115,13 +115,6 @@ def test_shared_row_nests_match_unscheduled(name):
     assert set(sk.applied.values()) == {"reduction"}
     ex = tvm.compile(final, TARGET, relax_pipeline=None)
     assert_close(run_vm(ex, inputs), run_vm(build(mod, fast=False)[0], inputs))
-
-
-def test_vector_width_follows_the_target():
-    assert Machine.of(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})).lanes == 8
-    assert Machine.of(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})).lanes == 16
-    neon = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
-    assert Machine.of(tvm.target.Target(neon)) == Machine(lanes=4, registers=32, cores=4)
 
 
 def test_already_scheduled_kernels_are_skipped():

@@ -20,7 +20,7 @@ from tvm.s_tir import meta_schedule as ms
 from fluidml_tvm.pipeline import stages
 from fluidml_tvm.tuning import (ApplyTuningDatabase, CorruptDatabaseError, extract_tasks, open_database,
                                 shipped_database_dir, tune)
-from fluidml_tvm.tuning.database import RECORD_FILE, WORKLOAD_FILE
+from fluidml_tvm.schedule.database import RECORD_FILE, WORKLOAD_FILE
 
 from conftest import tensor_constants
 
@@ -55,7 +55,7 @@ def small_search():
 
 def build(mod, database=None):
     parts = stages(TARGET)
-    apply = [ApplyTuningDatabase(database)] if database is not None else []
+    apply = [ApplyTuningDatabase(TARGET, database)] if database is not None else []
     with TARGET:
         final = tvm.transform.Sequential(parts["fuse"] + apply + parts["plan"] + parts["lower"]
                                          + parts["finalize"])(mod)
@@ -227,9 +227,8 @@ def test_apply_without_a_database_for_the_target_changes_nothing():
     parts = stages(TARGET)
     with TARGET:
         fused = tvm.transform.Sequential(parts["fuse"])(Matmul)
-        tvm.ir.assert_structural_equal(ApplyTuningDatabase()(fused), fused)
-    with pytest.raises(ValueError, match="needs a target"):
-        ApplyTuningDatabase()(fused)
+    # the target it is given decides, with or without one in scope
+    tvm.ir.assert_structural_equal(ApplyTuningDatabase(TARGET)(fused), fused)
 
 
 def _cli(*argv):
@@ -263,7 +262,8 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_packed_tuning_measures_layouts_first_and_tunes_the_chosen_kernels(tmp_path):
-    from fluidml_tvm.tuning.layout_costs import LayoutCostDatabase, target_key
+    from fluidml_tvm.layout.costs import LayoutCostDatabase
+    from fluidml_tvm.targets import describe
 
     w = relax.const(np.random.default_rng(0).standard_normal((K, N)).astype("float32"))
     bb = relax.BlockBuilder()
@@ -274,7 +274,7 @@ def test_packed_tuning_measures_layouts_first_and_tunes_the_chosen_kernels(tmp_p
         bb.emit_func_output(y)
     mod = bb.get()
     report = tune(mod, TARGET, tmp_path, 4, packed=True, search=small_search(), progress=False)
-    records = LayoutCostDatabase(tmp_path).records(target_key(TARGET))
+    records = LayoutCostDatabase(tmp_path).records(describe(TARGET).record_key)
     assert {r.workload for r in records} == {("matmul", M, K, N, "kn")}
     assert len(records) == 4  # blocks of 1, 2, 3, 4 vectors (4 lanes) that divide N=48
     fastest = min(records, key=lambda r: r.seconds).layout[1]

@@ -5,16 +5,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from ..memory.plan import Interval, live_set_peak
+from ..memory.plan import Interval, StorageSpec, live_set_peak
 from ..memory.planners import get_planner
 from ..memory.sizes import align
-from ..rewrite.arena import StorageSpec
 from .inplace import inplace_merges
 from .liveness import function_liveness
 
-# Devices whose runtime can fold a byte offset into the data pointer on the host
-# (DeviceAPI::SupportsDevicePointerArithmeticsOnHost); others get whole-buffer reuse.
-OFFSET_CAPABLE_TARGETS = frozenset({"llvm", "c", "cuda"})
+# The function attribute PlanMemory stores each plan in (as JSON), read by the report.
+PLAN_ATTR = "fluidml_tvm.memory_plan"
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,17 @@
 
 Each :class:`~fluidml_tvm.analysis.packing.PackDecision` is a node reading its
 activation (one layout: as the producer writes it) and its weight (every
-candidate block, :func:`fluidml_tvm.tuning.layout_costs.candidates`), writing
+candidate block, :func:`candidates`), writing
 its result.  Weights are constants, re-laid-out once at build time, so the
 plan's cost is the sum of the kernels' times in the chosen layouts.
 """
 
 from __future__ import annotations
 
-from .layout_dp import LayoutGraph, LayoutPlan
-from .packing import PackDecision
+import math
+
+from ..layout.planners import LayoutGraph, LayoutPlan
+from .packing import PackDecision, block_candidates, static_shape
 
 ACTIVATION = ("row",)
 
@@ -35,3 +37,23 @@ def weight_layout_graph(decisions: list[PackDecision], layouts: list[list[tuple]
 def chosen_layouts(plan: LayoutPlan, count: int) -> list[tuple]:
     """The weight layout node ``i`` reads, for ``i < count``."""
     return [tuple(plan.wants[str(i)][1]) for i in range(count)]
+
+
+def workload(decision: PackDecision) -> tuple:
+    """The kernel's shape, independent of layout: ``("matmul", M, K, N, "kn"|"nk")`` or a conv2d's."""
+    if decision.layout == "conv2d":
+        a = decision.call.attrs
+        padding = [int(p) for p in a.padding] * (4 // len(a.padding))
+        data = [int(s) for s in decision.call.args[0].ty.shape.values]
+        kernel = static_shape(decision.weight)
+        return ("conv2d", *data, kernel[0], *kernel[2:], *[int(s) for s in a.strides], *padding,
+                *[int(d) for d in a.dilation])
+    out = [int(s) for s in decision.var.ty.shape.values]
+    return ("matmul", math.prod(out[:-1]), decision.k, decision.n, "nk" if decision.transposed else "kn")
+
+
+def candidates(decision: PackDecision, lanes: int) -> list[tuple]:
+    """The weight layouts to choose from for one kernel (the default first)."""
+    blocks = block_candidates(decision.n, lanes, padded=decision.layout == "dense")
+    ordered = [decision.block] + [b for b in blocks if b != decision.block]
+    return [(decision.layout, int(b)) for b in ordered]

@@ -18,6 +18,15 @@ class Interval:
         return self.start <= other.end and other.start <= self.end
 
 
+@dataclass(frozen=True)
+class StorageSpec:
+    """One storage to allocate: its bytes, virtual device and scope."""
+
+    nbytes: int
+    device_index: int
+    scope: str
+
+
 @dataclass
 class MemoryPlan:
     """Where each buffer lives: ``placement[name] = (storage index, byte offset)``."""

@@ -8,24 +8,14 @@ a non-zero ``byte_offset``, so offset tensors pass through
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tvm import relax
-
-
-@dataclass(frozen=True)
-class StorageSpec:
-    """One storage to allocate: its bytes, virtual device and scope."""
-
-    nbytes: int
-    device_index: int
-    scope: str
 
 
 def rewrite_function(func: relax.Function, placements: dict, storages: list) -> relax.Function:
     """Return ``func`` with ``placements[var] = (storage index, offset)`` applied.
 
-    ``placements`` is keyed by the binding var of each ``R.builtin.alloc_tensor``.
+    ``placements`` is keyed by the binding var of each ``R.builtin.alloc_tensor``;
+    ``storages`` are :class:`~fluidml_tvm.memory.plan.StorageSpec`.
     """
     return _ArenaRewriter(placements, storages).visit_expr(func)
 

@@ -1,13 +1,16 @@
-"""Default schedules for CPU kernels, one rule per module; ``schedule_function`` tries them in order."""
+"""Default schedules for CPU kernels, one rule per module; ``schedule_function`` tries them in order.
+
+``database`` opens MetaSchedule tuning databases (yours, or the ones shipped in ``schedules/``).
+"""
 
 from __future__ import annotations
 
 import tvm
 from tvm import s_tir, tirx
 
+from ..targets import describe
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
-from .machine import Machine
 from .matmul import schedule_matmul
 from .reduction import schedule_reduction
 
@@ -23,14 +26,16 @@ def schedule_function(func: tirx.PrimFunc, target, shared_row_nests: bool = Fals
                       ) -> tuple[tirx.PrimFunc, str | None]:
     """Return ``func`` scheduled by the first rule that applies, and that rule's name (None: unchanged).
 
+    ``target``: a :class:`~fluidml_tvm.targets.TargetDescription` (or anything
+    :func:`~fluidml_tvm.targets.describe` takes), which sizes the tiles.
     ``shared_row_nests``: see :mod:`fluidml_tvm.schedule.reduction`.
     """
-    machine = Machine.of(target)
+    target = describe(target)
     rules = [
-        ("matmul", lambda sch: schedule_matmul(sch, machine)),
-        ("conv2d", lambda sch: schedule_conv2d(sch, machine)),
-        ("reduction", lambda sch: schedule_reduction(sch, machine, target, shared_row_nests)),
-        ("elementwise", lambda sch: schedule_elementwise(sch, machine)),
+        ("matmul", lambda sch: schedule_matmul(sch, target)),
+        ("conv2d", lambda sch: schedule_conv2d(sch, target)),
+        ("reduction", lambda sch: schedule_reduction(sch, target, shared_row_nests)),
+        ("elementwise", lambda sch: schedule_elementwise(sch, target)),
     ]
     for name, rule in rules:
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -44,4 +49,4 @@ def schedule_function(func: tirx.PrimFunc, target, shared_row_nests: bool = Fals
     return func, None
 
 
-__all__ = ["Machine", "is_scheduled", "schedule_function", "SCHEDULED_ATTR"]
+__all__ = ["is_scheduled", "schedule_function", "SCHEDULED_ATTR"]

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from ..targets import TargetDescription
 from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
                      single_reduction, vector_tile)
 from .elementwise import parallel_vectorize
-from .machine import Machine
 
 
-def schedule_conv2d(sch: s_tir.Schedule, machine: Machine) -> bool:
+def schedule_conv2d(sch: s_tir.Schedule, target: TargetDescription) -> bool:
     """Schedule one 4-D spatial x (1..3)-D reduction block with padding producers and an epilogue."""
     found = single_reduction(sch)
     if found is None:
@@ -35,16 +35,16 @@ def schedule_conv2d(sch: s_tir.Schedule, machine: Machine) -> bool:
     _, c_extent, _, w_extent = extents(sch, [n, c, h, w])
     block = _packed_channel_block(sch, main)
     if block:
-        cr, wr = _channel_tile(c_extent, w_extent, block, machine)
+        cr, wr = _channel_tile(c_extent, w_extent, block, target)
         co, ci = sch.split(c, [None, cr])
         wo, wi = sch.split(w, [None, wr])
         sch.reorder(n, co, h, wo, *red, wi, ci)
         vector_loop, unrolled = ci, wi
     else:
-        lanes = machine.lanes
+        lanes = target.lanes
         wr = vector_tile(w_extent, lanes)
         vectors = -(-wr // lanes)
-        cr = divisor_at_most(c_extent, max(1, (machine.registers - 4) // vectors))
+        cr = divisor_at_most(c_extent, max(1, (target.registers - 4) // vectors))
         co, ci = sch.split(c, [None, cr])
         wo, wi = sch.split(w, [None, wr])
         sch.reorder(n, co, h, wo, *red, ci, wi)
@@ -68,7 +68,7 @@ def schedule_conv2d(sch: s_tir.Schedule, machine: Machine) -> bool:
     init = sch.decompose_reduction(main, red[0])
     _try_vectorize(sch, sch.get_loops(init)[-1])
     for block in producers:
-        parallel_vectorize(sch, block, machine)
+        parallel_vectorize(sch, block, target)
     return True
 
 
@@ -82,14 +82,14 @@ def _packed_channel_block(sch, block) -> int:
     return 0
 
 
-def _channel_tile(channels: int, width: int, block: int, machine: Machine) -> tuple[int, int]:
+def _channel_tile(channels: int, width: int, block: int, target: TargetDescription) -> tuple[int, int]:
     """(channels per tile: whole vectors dividing the packed block, output columns per tile): the largest tile."""
     best = (1, 1)
-    for cr in (block, 2 * machine.lanes, machine.lanes):
+    for cr in (block, 2 * target.lanes, target.lanes):
         if cr > block or block % cr or channels % cr:
             continue
-        vectors = -(-cr // machine.lanes)
-        wr = divisor_at_most(width, max(1, (machine.registers - 8) // vectors))
+        vectors = -(-cr // target.lanes)
+        wr = divisor_at_most(width, max(1, (target.registers - 8) // vectors))
         if cr * wr > best[0] * best[1]:
             best = (cr, wr)
     return best

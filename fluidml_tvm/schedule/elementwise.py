@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from ..targets import TargetDescription
 from .blocks import extents, iter_kinds
-from .machine import Machine
 
 # Below this many elements a kernel runs on one thread: waking the pool costs more.
 MIN_PARALLEL_ELEMENTS = 16384
 
 
-def schedule_elementwise(sch: s_tir.Schedule, machine: Machine) -> bool:
+def schedule_elementwise(sch: s_tir.Schedule, target: TargetDescription) -> bool:
     """Inline what inlines, then ``parallel(outer) . vectorize(inner)`` each remaining loop nest.
 
     False if some block is not injective.  A kernel with several outputs (``split``)
@@ -28,11 +28,11 @@ def schedule_elementwise(sch: s_tir.Schedule, machine: Machine) -> bool:
             except s_tir.ScheduleError:
                 pass
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        parallel_vectorize(sch, block, machine)
+        parallel_vectorize(sch, block, target)
     return True
 
 
-def parallel_vectorize(sch: s_tir.Schedule, block, machine: Machine) -> None:
+def parallel_vectorize(sch: s_tir.Schedule, block, target: TargetDescription) -> None:
     """Vectorize ``block``'s innermost loop by the lanes (when they divide it); run the rest in parallel.
 
     The outer loops are fused (one div/mod per row, not per element).
@@ -44,7 +44,7 @@ def parallel_vectorize(sch: s_tir.Schedule, block, machine: Machine) -> None:
     total = 1
     for e in sizes:
         total *= e
-    lanes = machine.lanes
+    lanes = target.lanes
     if len(loops) == 1:
         outer = loops[0]
         if sizes[0] % lanes == 0 and sizes[0] > lanes:

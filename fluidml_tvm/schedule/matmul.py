@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
+from ..targets import TargetDescription
 from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
                      single_reduction, vector_tile)
-from .machine import Machine
 
 
-def schedule_matmul(sch: s_tir.Schedule, machine: Machine) -> bool:
+def schedule_matmul(sch: s_tir.Schedule, target: TargetDescription) -> bool:
     """Schedule a (batch) matmul with optional injective producers and epilogue; False if not one."""
     found = single_reduction(sch)
     if found is None:
@@ -45,7 +45,7 @@ def schedule_matmul(sch: s_tir.Schedule, machine: Machine) -> bool:
         except s_tir.ScheduleError:
             return False
     epilogue = inline_all_but_last(sch, blocks[pos + 1:])
-    _tile(sch, main, epilogue, panels, layout, machine)
+    _tile(sch, main, epilogue, panels, layout, target)
     return True
 
 
@@ -72,16 +72,16 @@ def _weight_layout(sch, block):
     return None
 
 
-def _tile(sch, main, epilogue, panels, layout, machine: Machine) -> None:
+def _tile(sch, main, epilogue, panels, layout, target: TargetDescription) -> None:
     *batch, i, j, k = sch.get_loops(main)
     m, n, k_extent = extents(sch, [i, j, k])
-    lanes = machine.lanes
+    lanes = target.lanes
     if layout[0] == "packed" and n % layout[1] == 0:
         nr = layout[1]
     else:
         nr = vector_tile(n, lanes)
     vectors = -(-nr // lanes)
-    mr = divisor_at_most(m, max(1, (machine.registers - 4) // vectors), 1)
+    mr = divisor_at_most(m, max(1, (target.registers - 4) // vectors), 1)
     ku = divisor_at_most(k_extent, 2)
 
     dense_b = layout[0] == "dense" and not panels

@@ -15,11 +15,11 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.s_tir.dlight.cpu import Reduction
 
+from ..targets import TargetDescription
 from .blocks import extents, iter_kinds
-from .machine import Machine
 
 
-def schedule_reduction(sch: s_tir.Schedule, machine: Machine, target,
+def schedule_reduction(sch: s_tir.Schedule, target: TargetDescription,
                        shared_row_nests: bool = False) -> s_tir.Schedule | None:
     """Return a scheduled copy of ``sch``'s function, or None if it has no reduction."""
     func = sch.mod["main"]
@@ -29,17 +29,17 @@ def schedule_reduction(sch: s_tir.Schedule, machine: Machine, target,
         return None
     if shared_row_nests:
         try:
-            scheduled = Reduction().apply(func, target, False)
+            scheduled = Reduction().apply(func, target.target, False)
         except (s_tir.ScheduleError, ValueError, IndexError):
             scheduled = None
         if isinstance(scheduled, list):
             scheduled = scheduled[0] if scheduled else None
         if scheduled is not None:
             return scheduled
-    return _rows_in_parallel(sch, blocks, kinds, machine)
+    return _rows_in_parallel(sch, blocks, kinds, target)
 
 
-def _rows_in_parallel(sch, blocks, kinds, machine):
+def _rows_in_parallel(sch, blocks, kinds, target):
     for block, kind in zip(blocks, kinds):
         loops = sch.get_loops(block)
         if not loops or kind[0] != "S":
@@ -48,8 +48,8 @@ def _rows_in_parallel(sch, blocks, kinds, machine):
         if "R" not in kind and len(loops) > 1:
             try:
                 inner = loops[-1]
-                if extents(sch, [inner])[0] % machine.lanes == 0:
-                    _, vec = sch.split(inner, [None, machine.lanes])
+                if extents(sch, [inner])[0] % target.lanes == 0:
+                    _, vec = sch.split(inner, [None, target.lanes])
                     sch.vectorize(vec)
             except s_tir.ScheduleError:
                 pass

@@ -1,6 +1,7 @@
 """FluidML passes for TVM Relax pipelines."""
 
 from ..analysis.phase import PipelinePlacementError
+from .apply_tuning_database import ApplyTuningDatabase
 from .fluidml_plan import FluidMLPlan
 from .plan_memory import PlanMemory
 from .expand_integer_power import ExpandIntegerPower
@@ -11,5 +12,5 @@ from .reorder_for_memory import ReorderForMemory
 from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
-__all__ = ["FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory", "WriteIntoOutput",
-           "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]
+__all__ = ["ApplyTuningDatabase", "FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory",
+           "WriteIntoOutput", "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]

@@ -25,6 +25,9 @@ class FluidMLPlan:
 
     Parameters
     ----------
+    target : TargetDescription
+        Whether storage can be offset (or anything
+        :func:`~fluidml_tvm.targets.describe` takes).
     reorder : bool
         Choose the execution order for memory (only possible before lowering).
     planner : str
@@ -39,11 +42,11 @@ class FluidMLPlan:
         Prove each plan with the validator inside the pass.
     """
 
-    def __init__(self, reorder: bool = True, planner: str = "best", inplace: bool = True,
+    def __init__(self, target, reorder: bool = True, planner: str = "best", inplace: bool = True,
                  scratch: bool = True, validate: bool = False):
         self.reorder = reorder
         self.scratch = scratch
-        self.plan_memory = PlanMemory(planner=planner, inplace=inplace, validate=validate)
+        self.plan_memory = PlanMemory(target, planner=planner, inplace=inplace, validate=validate)
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]

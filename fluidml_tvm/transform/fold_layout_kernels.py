@@ -10,6 +10,7 @@ from ..analysis.layout_kernels import Fold, find_folds, is_primitive, kernel_pri
 from ..analysis.phase import PipelinePlacementError, unlegalized_ops
 from ..rewrite.fold_layout import fold_groups, fold_layout_kernels, merged_kernel
 from ..schedule import schedule_function
+from ..targets import describe
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.FoldLayoutKernels")
@@ -23,20 +24,20 @@ class FoldLayoutKernels:
 
     Parameters
     ----------
+    target : TargetDescription
+        For the default ``decide`` (or anything :func:`~fluidml_tvm.targets.describe` takes).
     decide : callable, optional
         ``decide(fold) -> bool`` for each :class:`~fluidml_tvm.analysis.layout_kernels.Fold`,
         producer fold of a layout kernel first; the first one accepted is applied
         (at most one per layout kernel).  Default: :class:`KeepsSchedule`, which
-        needs a CPU (``llvm``) target; without one the module is left unchanged.
-    target : tvm.target.Target, optional
-        For the default ``decide``; default: the current target.
+        needs a CPU target; on another the module is left unchanged.
     costs : KernelCosts, optional
         Measured kernel times for the default ``decide``; default: none.
     """
 
-    def __init__(self, decide=None, target=None, costs=None):
+    def __init__(self, target, decide=None, costs=None):
+        self.target = describe(target)
         self.decide = decide
-        self.target = target
         self.costs = costs
         self.applied: list[Fold] = []
 
@@ -50,8 +51,7 @@ class FoldLayoutKernels:
                         f"'{gv.name_hint}' still calls {', '.join(unlegalized_ops(func)[:5])}: "
                         "insert it after LegalizeOps and FuseOps."
                     )
-        target = self.target or tvm.target.Target.current(allow_none=True)
-        if self.decide is None and (target is None or target.kind.name != "llvm"):
+        if self.decide is None and not self.target.cpu:
             return mod  # the default choice asks the CPU schedule rules
         out = mod
         for gv, func in funcs:
@@ -60,7 +60,7 @@ class FoldLayoutKernels:
             folds = find_folds(out, func)
             if not folds:
                 continue
-            decide = self.decide or KeepsSchedule(out, func, target, self.costs)
+            decide = self.decide or KeepsSchedule(out, func, self.target, self.costs)
             chosen = choose(folds, decide)
             self.applied += chosen
             out = fold_layout_kernels(out, gv, chosen)
@@ -89,7 +89,7 @@ class KeepsSchedule:
     rule refuses a head split whose heads its register tile (the packed
     weight's block) straddles.
 
-    With ``costs`` (:class:`~fluidml_tvm.tuning.layout_costs.KernelCosts`) a
+    With ``costs`` (:class:`~fluidml_tvm.layout.costs.KernelCosts`) a
     fold whose merged kernel is measured slower than the partner and the copy
     kernel apart is rejected too (a packed matmul reading its rows through a
     permutation can lose more than the copy costs); without records for all

@@ -7,12 +7,12 @@ import dataclasses
 import tvm
 from tvm import relax
 
-from ..analysis.layout_dp import plan_layouts
 from ..analysis.packing import plan_packing
-from ..analysis.weight_layouts import chosen_layouts, weight_layout_graph
+from ..analysis.weight_layouts import candidates, chosen_layouts, weight_layout_graph, workload
+from ..layout.costs import LayoutCostDatabase, MeasuredLayoutCosts
+from ..layout.planners import plan_layouts
 from ..rewrite.pack_matmul import rewrite_packed_matmuls
-from ..schedule.machine import Machine
-from ..tuning.layout_costs import LayoutCostDatabase, MeasuredLayoutCosts, candidates, workload
+from ..targets import describe
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.PackWeights")
@@ -34,44 +34,43 @@ class PackWeights:
     The block ``n`` of each weight (1-4 vectors; it is also the kernel's
     register-tile width) is chosen by the whole-graph layout planner from the
     kernels' measured times under each candidate, predicted by XGBoost where
-    not measured (:mod:`fluidml_tvm.tuning.layout_costs`); a kernel with no
+    not measured (:mod:`fluidml_tvm.layout.costs`); a kernel with no
     cost known keeps two vectors.  ``plans`` keeps the plan of each function.
 
     Parameters
     ----------
-    target : tvm.target.Target, optional
-        Sets the fp32 lanes; default: the current target.
+    target : TargetDescription
+        The fp32 lanes and the cost records' key come from it (or from
+        ``describe(target)``).
     layout_costs : LayoutCostDatabase, optional
         Default: the records shipped in ``schedules/``.
     """
 
-    def __init__(self, target=None, layout_costs: LayoutCostDatabase | None = None):
-        self.target = target
+    def __init__(self, target, layout_costs: LayoutCostDatabase | None = None):
+        self.target = describe(target)
         self.layout_costs = layout_costs
         self.plans: dict = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        target = self.target or tvm.target.Target.current(allow_none=True)
-        if target is not None and target.kind.name != "llvm":
+        if not self.target.cpu:
             return mod  # GPU kernels want other layouts; ScheduleKernels is CPU-only too
-        machine = Machine.of(target)
         out = mod
         for gv, func in mod.functions.items():
             if not isinstance(func, relax.Function):
                 continue
-            decisions = plan_packing(func, machine.lanes)
-            if decisions and target is not None:
-                decisions = self._choose_blocks(gv.name_hint, decisions, target, machine.lanes)
+            decisions = plan_packing(func, self.target.lanes)
+            if decisions:
+                decisions = self._choose_blocks(gv.name_hint, decisions)
             if decisions:
                 out = rewrite_packed_matmuls(out, gv, decisions)
         return out
 
-    def _choose_blocks(self, name, decisions, target, lanes):
+    def _choose_blocks(self, name, decisions):
         database = self.layout_costs if self.layout_costs is not None else LayoutCostDatabase.for_build()
-        layouts = [candidates(d, lanes) for d in decisions]
+        layouts = [candidates(d, self.target.lanes) for d in decisions]
         graph = weight_layout_graph(decisions, layouts)
-        costs = MeasuredLayoutCosts(database, target, {str(i): workload(d) for i, d in enumerate(decisions)},
-                                    {str(i): ls for i, ls in enumerate(layouts)}, lanes)
+        costs = MeasuredLayoutCosts(database, self.target, {str(i): workload(d) for i, d in enumerate(decisions)},
+                                    {str(i): ls for i, ls in enumerate(layouts)})
         plan = plan_layouts(graph, costs)
         self.plans[name] = plan
         return [dataclasses.replace(d, block=int(layout[1]))

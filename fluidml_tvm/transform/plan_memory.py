@@ -7,13 +7,12 @@ import json
 import tvm
 from tvm import relax
 
-from ..analysis.memory_plan import OFFSET_CAPABLE_TARGETS, plan_function
+from ..analysis.memory_plan import PLAN_ATTR, plan_function
 from ..analysis.phase import require_lowered
-from ..memory.validate import validate_function
+from ..analysis.validate import validate_function
 from ..rewrite.arena import rewrite_function
 from ..rewrite.module import with_functions
-
-PLAN_ATTR = "fluidml_tvm.memory_plan"
+from ..targets import describe
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.PlanMemory")
@@ -24,16 +23,18 @@ class PlanMemory:
     ``StaticPlanBlockMemory`` (which then only sees what is left: returned
     tensors and tensors without a static size bound).  Each planned function
     gets a ``fluidml_tvm.memory_plan`` attribute with the plan as JSON.
+    On a target whose storage cannot be offset (OpenCL) the same lifetimes
+    plan whole-buffer reuse instead.
     """
 
-    def __init__(self, planner: str = "best", inplace: bool = True, validate: bool = False):
+    def __init__(self, target, planner: str = "best", inplace: bool = True, validate: bool = False):
+        self.target = describe(target)
         self.planner = planner
         self.inplace = inplace
         self.validate = validate
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        target = tvm.target.Target.current(allow_none=True)
-        offsets = target is None or target.kind.name in OFFSET_CAPABLE_TARGETS
+        offsets = self.target.offsets
         updates = {}
         for gv, func in mod.functions.items():
             if not isinstance(func, relax.Function) or (func.attrs and PLAN_ATTR in func.attrs):

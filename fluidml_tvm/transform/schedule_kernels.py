@@ -6,6 +6,7 @@ import tvm
 from tvm import tirx
 
 from ..schedule import is_scheduled, schedule_function
+from ..targets import describe
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.ScheduleKernels")
@@ -21,28 +22,28 @@ class ScheduleKernels:
 
     Parameters
     ----------
-    target : tvm.target.Target, optional
-        Vector width and cores come from it; default: the current target.
+    target : TargetDescription
+        Vector width and registers come from it (or from ``describe(target)``);
+        only CPU targets are scheduled.
     shared_row_nests : bool
         Schedule softmax/layer norm with all blocks under one row loop (dlight's
         rule): slightly faster, but FluidMLPlan can then no longer write their
         output over their input (a larger arena).
     """
 
-    def __init__(self, target=None, shared_row_nests: bool = False):
-        self.target = target
+    def __init__(self, target, shared_row_nests: bool = False):
+        self.target = describe(target)
         self.shared_row_nests = shared_row_nests
         self.applied: dict[str, str | None] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        target = self.target or tvm.target.Target.current(allow_none=True)
-        if target is None or target.kind.name != "llvm":
+        if not self.target.cpu:
             return mod
         updates = {}
         for gv, func in mod.functions.items():
             if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
-            scheduled, rule = schedule_function(func, target, self.shared_row_nests)
+            scheduled, rule = schedule_function(func, self.target, self.shared_row_nests)
             self.applied[gv.name_hint] = rule
             if rule is not None:
                 updates[gv] = scheduled

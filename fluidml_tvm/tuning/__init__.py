@@ -1,8 +1,8 @@
 """Kernel tuning with MetaSchedule: tasks from the fused model, a resumable database, shipped schedules, RPC."""
 
-from .apply import ApplyTuningDatabase
+from ..schedule.database import CorruptDatabaseError, open_database, shipped_database, shipped_database_dir
+from ..transform import ApplyTuningDatabase
 from .builder import fast_local_builder
-from .database import CorruptDatabaseError, open_database, shipped_database, shipped_database_dir
 from .tasks import extract_tasks, fuse
 from .tune import TuningInterrupted, TuningReport, tune
 

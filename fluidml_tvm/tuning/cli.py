@@ -40,7 +40,7 @@ def run_tune(args) -> int:
     """Run ``fluidml-tvm tune``; 0 when done, 2 on bad input, 3 when tuning stopped early, 130 on Ctrl-C."""
     from ..frontend import ModelImportError, parse_input_shapes
     from ..targets import UnknownTargetError
-    from .database import CorruptDatabaseError
+    from ..schedule.database import CorruptDatabaseError
     from .tune import TuningInterrupted, tune
 
     try:

@@ -9,10 +9,13 @@ import tvm
 from tvm import relax
 
 from ..analysis.packing import plan_packing
+from ..analysis.weight_layouts import candidates, workload
+from ..layout.costs import LayoutCostDatabase, LayoutRecord
+from ..pipeline import get_pipeline
 from ..rewrite.pack_matmul import rewrite_packed_matmuls
 from ..runtime.threads import use_all_cores
-from ..schedule.machine import Machine
-from .layout_costs import LayoutCostDatabase, LayoutRecord, candidates, target_key, workload
+from ..schedule import schedule_function
+from ..targets import describe
 
 
 def kernel_module(work: tuple, layout: tuple, seed: int = 0) -> tvm.IRModule:
@@ -40,7 +43,7 @@ def kernel_module(work: tuple, layout: tuple, seed: int = 0) -> tvm.IRModule:
             bb.emit_func_output(out)
     mod = bb.get()
     gv = mod.get_global_var("main")
-    (decision,) = plan_packing(mod[gv], Machine().lanes)
+    (decision,) = plan_packing(mod[gv], 4)  # lanes only pick the block, which ``layout`` replaces
     decision = dataclasses.replace(decision, layout=layout[0], block=int(layout[1]))
     return rewrite_packed_matmuls(mod, gv, [decision])
 
@@ -54,13 +57,11 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
     ``progress(done, total, workload)`` is
     called after each workload.
     """
-    from ..pipeline import get_pipeline
-    from ..targets import cross_compiler
-
-    if cross_compiler(target) is not None:
+    target = describe(target)
+    if target.linker is not None:
         raise ValueError(f"layout costs are timed on this machine; {target} does not run here")
     use_all_cores()
-    key = target_key(target)
+    key = target.record_key
     todo = {w: [l for l in ls if database.measured(key, w, l) is None] for w, ls in pending.items()}
     todo = {w: ls for w, ls in todo.items() if ls}
     added = 0
@@ -69,7 +70,7 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
         runs = {}
         for layout in layouts:
             mod = kernel_module(work, layout)
-            executable = tvm.compile(mod, target, relax_pipeline=get_pipeline(target))
+            executable = tvm.compile(mod, target.target, relax_pipeline=get_pipeline(target))
             vm = relax.VirtualMachine(executable, dev)
             shape = [int(s) for s in mod["main"].params[0].ty.shape.values]
             x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal(shape).astype("float32"))
@@ -99,7 +100,7 @@ def best_round_medians(timers: dict, rounds: int) -> dict:
 
 def model_layouts(mod: tvm.IRModule, target) -> dict:
     """``{workload: candidate layouts}`` of every packable matmul/conv2d in ``mod``'s Relax functions."""
-    lanes = Machine.of(target).lanes
+    lanes = describe(target).lanes
     pending: dict = {}
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
@@ -110,11 +111,10 @@ def model_layouts(mod: tvm.IRModule, target) -> dict:
 
 def kernel_seconds(func, target, *, rounds: int = 3) -> float:
     """Time of one PrimFunc as a build runs it: the default schedule, random arguments, best round median."""
-    from ..schedule import schedule_function
-
+    target = describe(target)
     use_all_cores()
     scheduled, _ = schedule_function(func, target, False)
-    lib = tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target)
+    lib = tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target.target)
     rng = np.random.default_rng(0)
     args = []
     for param in func.params:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from ..targets import resolve_target
+from ..pipeline import stages
+from ..targets import describe
+from .measure_layouts import kernel_seconds
 
 
 def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False, database=None,
@@ -20,17 +24,16 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
     does; ``measure``: timing the kernels those choices need first); without
     it they match the row-major kernels of ``kernels=False`` builds.
     """
-    target = resolve_target(target)
+    target = describe(target)
     if isinstance(model, tvm.IRModule):
         mod = model
     else:
         from ..frontend import onnx_to_relax
 
         mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
-    from ..pipeline import stages  # the pipeline applies tuning databases: import late
-
-    parts = stages(target, kernels=packed, database=database, measure=measure)
-    with target:
+    parts = stages(target, kernels=packed, database=database,
+                   measure=partial(kernel_seconds, target=target) if measure else None)
+    with target.target:
         return tvm.transform.Sequential(parts.get("pack", []) + parts["fuse"])(mod)
 
 
@@ -44,9 +47,9 @@ def extract_tasks(model, target, *, input_shapes: dict | None = None, op_names: 
     (e.g. ``["matmul"]``); ``packed`` and ``database`` as in :func:`fuse`. Kernels already
     marked scheduled are left out.
     """
-    target = resolve_target(target)
+    target = describe(target)
     fused = fuse(model, target, input_shapes=input_shapes, packed=packed, database=database)
-    tasks = ms.relax_integration.extract_tasks(fused, target)
+    tasks = ms.relax_integration.extract_tasks(fused, target.target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
     if op_names:
         tasks = [t for t in tasks if any(name in t.task_name for name in op_names)]

@@ -14,9 +14,9 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from ..frontend import onnx_to_relax
-from ..targets import cross_compiler, resolve_target
+from ..schedule.database import count_records, open_database
+from ..targets import cross_compiler, describe
 from .builder import fast_local_builder
-from .database import count_records, open_database
 from .intrinsics import register_cpu_intrinsics
 from .tasks import extract_tasks, fuse
 
@@ -88,8 +88,8 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
-    target = resolve_target(target)
-    register_cpu_intrinsics(target)
+    target = describe(target)
+    register_cpu_intrinsics(target.target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     per_task = trials_per_task or trials
@@ -121,7 +121,7 @@ def _measure_layouts(mod, target, work_dir, progress: bool) -> None:
     """Time every candidate weight layout first: the packed kernels MetaSchedule tunes are those it picks."""
     from tqdm import tqdm
 
-    from .layout_costs import LayoutCostDatabase
+    from ..layout.costs import LayoutCostDatabase
     from .measure_layouts import measure_layouts, model_layouts
 
     def advance(done, total, _work):

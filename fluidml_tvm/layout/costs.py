@@ -1,6 +1,6 @@
 """Measured kernel time per (target, workload, weight layout), and an XGBoost model for the rest.
 
-The layout planner (:func:`fluidml_tvm.analysis.layout_dp.plan_layouts`) needs
+The layout planner (:func:`fluidml_tvm.layout.planners.plan_layouts`) needs
 the time of every matmul/conv2d under every candidate weight layout.  Those
 come from measurements of the kernel exactly as a build makes it (PackWeights'
 rewrite, the default schedule, the target's codegen), kept one JSON line per
@@ -24,41 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.layout_dp import INF
-from ..analysis.packing import PackDecision, block_candidates, static_shape
-from .database import SCHEDULES_DIR
+from ..targets import SCHEDULES_DIR, describe
+from .planners import INF
 
 RECORD_FILE = "layout_costs.jsonl"
 MIN_TRAINING = 8
 DEFAULT_KERNEL = ("default",)  # the layout of a whole fused kernel's record: as the build makes it
-
-
-def target_key(target) -> str:
-    """What a measurement depends on: kind, triple, CPU, features, cores."""
-    attrs = target.attrs
-    mattr = ",".join(sorted(str(a) for a in (attrs.get("mattr") or [])))
-    return (f"{target.kind.name} -mtriple={attrs.get('mtriple', '') or ''} -mcpu={attrs.get('mcpu', '') or ''} "
-            f"-mattr={mattr} -num-cores={attrs.get('num-cores', 0) or 0}")
-
-
-def workload(decision: PackDecision) -> tuple:
-    """The kernel's shape, independent of layout: ``("matmul", M, K, N, "kn"|"nk")`` or a conv2d's."""
-    if decision.layout == "conv2d":
-        a = decision.call.attrs
-        padding = [int(p) for p in a.padding] * (4 // len(a.padding))
-        data = [int(s) for s in decision.call.args[0].ty.shape.values]
-        kernel = static_shape(decision.weight)
-        return ("conv2d", *data, kernel[0], *kernel[2:], *[int(s) for s in a.strides], *padding,
-                *[int(d) for d in a.dilation])
-    out = [int(s) for s in decision.var.ty.shape.values]
-    return ("matmul", math.prod(out[:-1]), decision.k, decision.n, "nk" if decision.transposed else "kn")
-
-
-def candidates(decision: PackDecision, lanes: int) -> list[tuple]:
-    """The weight layouts to choose from for one kernel (the default first)."""
-    blocks = block_candidates(decision.n, lanes, padded=decision.layout == "dense")
-    ordered = [decision.block] + [b for b in blocks if b != decision.block]
-    return [(decision.layout, int(b)) for b in ordered]
 
 
 def flops(work: tuple) -> float:
@@ -182,7 +153,7 @@ def _train(records: list[LayoutRecord], lanes: int):
 
 
 class MeasuredLayoutCosts:
-    """:class:`~fluidml_tvm.analysis.layout_dp.LayoutCosts` for a weight layout graph.
+    """:class:`~fluidml_tvm.layout.planners.LayoutCosts` for a weight layout graph.
 
     ``node_cost`` is the kernel's time with the weight in the layout the node
     reads it in: measured, else predicted.  A node with a candidate neither
@@ -190,8 +161,9 @@ class MeasuredLayoutCosts:
     are constants, re-laid-out at build time: no transform ever costs.
     """
 
-    def __init__(self, database: LayoutCostDatabase, target, workloads: dict, layouts: dict, lanes: int):
-        key = target_key(target)
+    def __init__(self, database: LayoutCostDatabase, target, workloads: dict, layouts: dict):
+        target = describe(target)
+        key, lanes = target.record_key, target.lanes
         self.costs = {}  # node name -> {layout: seconds}
         for node, work in workloads.items():
             times = {layout: database.seconds(key, work, layout, lanes) for layout in layouts[node]}
@@ -207,16 +179,17 @@ class MeasuredLayoutCosts:
 
 
 class KernelCosts:
-    """Seconds of a fused kernel (default schedule) from the records, keyed by its structural hash.
+    """Seconds of a fused kernel (default schedule) from the records of ``target``, keyed by its structural hash.
 
-    ``measure=True`` times a kernel without a record on the spot and keeps the
-    record; otherwise such a kernel's time is unknown (None).
+    ``measure(kernel) -> seconds`` (the tuner passes
+    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`) times a kernel
+    without a record on the spot, and the record is kept; without it such a
+    kernel's time is unknown (None).
     """
 
-    def __init__(self, database: LayoutCostDatabase, target, measure: bool = False):
+    def __init__(self, database: LayoutCostDatabase, target, measure=None):
         self.database = database
-        self.target = target
-        self.key = target_key(target)
+        self.key = describe(target).record_key
         self.measure = measure
 
     def __call__(self, kernel) -> float | None:
@@ -224,9 +197,7 @@ class KernelCosts:
 
         work = ("kernel", f"{tvm_ffi.structural_hash(kernel) & (2**64 - 1):016x}")
         seconds = self.database.measured(self.key, work, DEFAULT_KERNEL)
-        if seconds is None and self.measure:
-            from .measure_layouts import kernel_seconds
-
-            seconds = kernel_seconds(kernel, self.target)
+        if seconds is None and self.measure is not None:
+            seconds = self.measure(kernel)
             self.database.add(LayoutRecord(self.key, work, DEFAULT_KERNEL, seconds))
         return seconds

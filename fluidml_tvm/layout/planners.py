@@ -51,7 +51,7 @@ Two things beyond FluidML's DP, both on by default:
   layout at a time while that lowers :func:`assignment_cost`.
 
 Neither makes the DP exact off chains: a consumer's regret sees one node deep,
-and the sweep cannot flip two tensors together (``tests/test_layout_dp.py``
+and the sweep cannot flip two tensors together (``tests/test_layout_planners.py``
 has a six-node graph where the DP's plan costs 19 and the optimum 16).  With finite
 transform costs the DP always finds a finite plan when one exists; with
 ``inf`` transforms it may not (choosing layouts under hard constraints is a

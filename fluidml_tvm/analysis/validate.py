@@ -11,10 +11,10 @@ from __future__ import annotations
 import tvm_ffi
 from tvm import relax, tirx
 
-from ..analysis.liveness import function_liveness
-from ..analysis.nests import SLOTS
-from ..analysis.pointwise import inplace_pairs
-from .sizes import ALIGNMENT
+from ..memory.sizes import ALIGNMENT
+from .liveness import function_liveness
+from .nests import SLOTS
+from .pointwise import inplace_pairs
 
 
 @tvm_ffi.register_error

@@ -12,15 +12,10 @@ from pathlib import Path
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
+from ..targets import describe
+
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
-# The repository's top-level schedules/<name>/ directories, one per architecture.
-SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"
-# CPUs LLVM knows by name that have AVX2 + FMA (the x86-64 preset uses haswell).
-_AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake",
-              "icelake-client", "icelake-server", "tigerlake", "alderlake", "sapphirerapids",
-              "raptorlake", "meteorlake", "znver1", "znver2", "znver3", "znver4", "x86-64-v3",
-              "x86-64-v4"}
 
 
 class CorruptDatabaseError(ValueError):
@@ -99,10 +94,7 @@ def best_records(database: ms.Database, destination) -> ms.database.JSONDatabase
 
 def shipped_database_dir(target) -> Path | None:
     """The ``schedules/<arch>/`` directory for ``target``, or None when none is shipped for it."""
-    from ..targets import resolve_target
-
-    name = _architecture(resolve_target(target))
-    path = SCHEDULES_DIR / name if name else None
+    path = describe(target).schedules_dir
     return path if path is not None and (path / RECORD_FILE).is_file() else None
 
 
@@ -110,22 +102,6 @@ def shipped_database(target) -> ms.database.JSONDatabase | None:
     """The tuning database shipped in ``schedules/`` for ``target``'s architecture, or None."""
     path = shipped_database_dir(target)
     return open_database(path, repair=False) if path else None
-
-
-def _architecture(target: tvm.target.Target) -> str | None:
-    if target.kind.name != "llvm":
-        return None
-    attrs = target.attrs
-    triple = str(attrs.get("mtriple", "") or "")
-    mcpu = str(attrs.get("mcpu", "") or "")
-    mattr = [str(a) for a in (attrs.get("mattr") or [])]
-    if triple.startswith("aarch64") or triple.startswith("arm64"):
-        return "aarch64-neon" if "+neon" in mattr or not mattr else None
-    if triple and not triple.startswith("x86_64"):
-        return None
-    if mcpu in _AVX2_CPUS or "+avx2" in mattr:
-        return "x86-64-avx2"
-    return None
 
 
 # ---------------------------------------------------------------------------

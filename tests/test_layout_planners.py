@@ -4,7 +4,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from fluidml_tvm.analysis.layout_dp import (
+from fluidml_tvm.layout.planners import (
     CostTable,
     LayoutGraph,
     LayoutPlan,
