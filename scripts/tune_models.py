@@ -91,7 +91,7 @@ def bench(name: str, target: str) -> None:
     outputs, times = [], []
     for tuned in (False, True):
         parts = stages(tgt, kernels=False)  # row-major TVM kernels: the "TVM + MetaSchedule" baseline
-        passes = parts["fuse"] + ([ApplyTuningDatabase()] if tuned else []) + parts["plan"] + parts["lower"] + parts["finalize"]
+        passes = parts["fuse"] + ([ApplyTuningDatabase(tgt)] if tuned else []) + parts["plan"] + parts["lower"] + parts["finalize"]
         with tgt:
             final = tvm.transform.Sequential(passes)(mod)
         ex = tvm.compile(final, tgt, relax_pipeline=None)

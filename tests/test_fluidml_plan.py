@@ -9,7 +9,7 @@ from tvm import relax
 from tvm.script import relax as R
 
 import fluidml_tvm
-from fluidml_tvm.targets import describe
+from fluidml_tvm.targets import resolve_target
 from fluidml_tvm.analysis.validate import validate_function
 from fluidml_tvm.transform import FluidMLPlan, PipelinePlacementError, PlanMemory
 
@@ -115,7 +115,7 @@ def test_one_arena_and_in_place_softmax():
 
 
 def test_opencl_targets_reuse_whole_buffers_without_offsets():
-    mali = describe("mali")
+    mali = resolve_target("mali")
     fused = run_stages(Block, "fuse", target=mali)
     with TARGET:  # the target the pass is given decides, not the one in scope
         planned = FluidMLPlan(mali)(fused)

@@ -66,7 +66,7 @@ def require_lowered(func, name: str, pass_name: str) -> None:
     if is_dataflow_form(func):
         raise PipelinePlacementError(
             f"{pass_name} runs on destination-passing form (after CallTIRRewrite), but function "
-            f"'{name}' still has R.call_tir. Use fluidml_tvm.transform.FluidMLPlan(), which lowers "
+            f"'{name}' still has R.call_tir. Use fluidml_tvm.transform.FluidMLPlan(target), which lowers "
             "first, or place the pass after CallTIRRewrite."
         )
     require_unplanned(func, name, pass_name)
