@@ -108,7 +108,7 @@ def describe(target) -> TargetDescription:
     host = target.host or target
     triple = str(host.attrs.get("mtriple", "") or "")
     isa, lanes, registers = _vector_unit(target) if kind == "llvm" else ("", 4, 16)
-    cores = int(target.attrs.get("num-cores", 0) or 0) or 1 if kind == "llvm" else 1
+    cores = (int(target.attrs.get("num-cores", 0) or 0) or 1) if kind == "llvm" else 1
     linker = f"{triple.replace('-android', '-linux-gnu')}-gcc" if triple.startswith("aarch64") else None
     return TargetDescription(
         target=target,
