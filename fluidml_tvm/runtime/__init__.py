@@ -7,7 +7,8 @@ Nothing here imports ``tvm`` (whose import loads the ~250 MB compiler library)::
     y = model(input_ids, attention_mask)  # numpy in, numpy out (a tuple if several)
 """
 
-from .manifest import ArtifactError, Manifest
+from .errors import ArtifactError
+from .manifest import Manifest
 from .model import Model, load
 from .threads import use_all_cores
 
