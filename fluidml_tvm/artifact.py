@@ -113,13 +113,14 @@ def export_artifact(
         {gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
         attrs=lifted.attrs,
     )
+    if embed_weights:
+        bindings = {v: tvm.runtime.tensor(w) for v, w in zip(main.params[num_input:], weights)}
+        deploy = relax.transform.BindParams("main", bindings)(deploy)
+    # The module compiled (with embedded weights, another module than without).
     graph = f"{tvm_ffi.structural_hash(deploy) & (2**64 - 1):016x}"
     inputs = tuple(_spec(v) for v in main.params[:num_input])
     stamp = fingerprint(graph, str(target), inputs, entries)
     deploy[FINGERPRINT_FUNCTION] = _constant_function(FINGERPRINT_FUNCTION, stamp)
-    if embed_weights:
-        bindings = {v: tvm.runtime.tensor(w) for v, w in zip(main.params[num_input:], weights)}
-        deploy = relax.transform.BindParams("main", bindings)(deploy)
     pipeline = relax_pipeline or relax.get_default_pipeline(target)
     executable = tvm.compile(deploy, target, relax_pipeline=pipeline)
 

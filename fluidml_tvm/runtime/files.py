@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,7 +82,19 @@ def load_library(dir_fd: int, name: str, sha256: str, loader) -> object:
             )
         if not os.path.isdir("/proc/self/fd"):
             raise ArtifactError("loading a library through its descriptor needs /proc/self/fd (Linux)")
-        return loader(f"/proc/self/fd/{fd}", "so")
+        # dlopen returns the library already loaded under the same name without opening
+        # anything: "/proc/self/fd/N" reuses N, so it is reached through a symlink of a name
+        # used once. (dlopen also matches by inode, which is right: same inode, same bytes.)
+        try:
+            scratch = tempfile.mkdtemp(prefix="fluidml-library-")
+        except OSError:  # no writable temporary directory: the fingerprint check still
+            return loader(f"/proc/self/fd/{fd}", "so")  # refuses a stale library
+        try:
+            link = os.path.join(scratch, "model.so")
+            os.symlink(f"/proc/self/fd/{fd}", link)
+            return loader(link, "so")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         os.close(fd)
 
