@@ -8,6 +8,8 @@ clean when every output matches and the process exits normally (no crash, no exc
 
     .venv/bin/python scripts/stress_threads.py                 # 20 rounds, 4 threads x 200 calls
     .venv/bin/python scripts/stress_threads.py --artifact out/minilm --rounds 5
+    TVM_NUM_THREADS=1 .venv/bin/python scripts/stress_threads.py --artifact out/minilm \
+        --rounds 3 --calls 50 --max-concurrency 1      # serialized calls, for comparison
 
 Without ``--artifact`` it builds a small multi-layer model (:func:`build_artifact`).
 """
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +71,12 @@ def _inputs(manifest, count: int) -> list[list[np.ndarray]]:
     return feeds
 
 
-def one_round(artifact: Path, threads: int, calls: int) -> dict:
-    """Load ``artifact`` in this process and hammer it; return counts of calls, wrong outputs, errors."""
+def one_round(artifact: Path, threads: int, calls: int, max_concurrency: int | None = None) -> dict:
+    """Load ``artifact`` in this process and hammer it; return counts of calls, wrong outputs,
+    errors, and calls per second over the threaded part."""
     from fluidml_tvm import runtime
 
-    model = runtime.load(artifact)
+    model = runtime.load(artifact, max_concurrency=max_concurrency)
     feeds = _inputs(model.manifest, 7)
     refs = [model(*f) for f in feeds]
     wrong, errors = [0], []
@@ -91,21 +95,26 @@ def one_round(artifact: Path, threads: int, calls: int) -> dict:
                 errors.append(repr(err)[:200])
 
     pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    start = time.perf_counter()
     for t in pool:
         t.start()
     for t in pool:
         t.join()
+    seconds = time.perf_counter() - start
     model.close()
-    return {"calls": threads * calls, "wrong": wrong[0], "errors": errors[:5]}
+    return {"calls": threads * calls, "wrong": wrong[0], "errors": errors[:5],
+            "calls_per_s": round(threads * calls / seconds, 1)}
 
 
-def run_rounds(artifact: Path, rounds: int, threads: int, calls: int) -> list[dict]:
+def run_rounds(artifact: Path, rounds: int, threads: int, calls: int,
+               max_concurrency: int | None = None) -> list[dict]:
     """Each round in a fresh process; a crash is a round with its exit status."""
     results = []
+    limit = ["--max-concurrency", str(max_concurrency)] if max_concurrency else []
     for _ in range(rounds):
         child = subprocess.run(
             [sys.executable, __file__, "--child", "--artifact", str(artifact),
-             "--threads", str(threads), "--calls", str(calls)],
+             "--threads", str(threads), "--calls", str(calls), *limit],
             capture_output=True, text=True, check=False,
         )
         lines = child.stdout.strip().splitlines()
@@ -126,15 +135,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--calls", type=int, default=200, help="calls per thread")
+    parser.add_argument("--max-concurrency", type=int, help="VMs per model (1: serialize calls)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = one_round(args.artifact, args.threads, args.calls)
+        result = one_round(args.artifact, args.threads, args.calls, args.max_concurrency)
         print(json.dumps(result))
         return 0 if clean(result) else 1
     with tempfile.TemporaryDirectory() as scratch:
         artifact = args.artifact or build_artifact(Path(scratch) / "model")
-        results = run_rounds(artifact, args.rounds, args.threads, args.calls)
+        results = run_rounds(artifact, args.rounds, args.threads, args.calls, args.max_concurrency)
     for i, r in enumerate(results):
         print(f"round {i + 1}: {'clean' if clean(r) else 'NOT CLEAN'} {json.dumps(r)}")
     bad = sum(not clean(r) for r in results)
