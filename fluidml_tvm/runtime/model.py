@@ -181,7 +181,8 @@ class Model:
         self.close()
 
     def set_instrument(self, callback) -> None:
-        """Have every VM call ``callback(func, name, before_run, ret, *args)`` around every call."""
+        """Have the VMs call ``callback(func, name, before_run, ret, *args)`` around every call
+        they make (``None``: stop), from the next model call on; one running meanwhile keeps its hook."""
         self._instrument = self._no_instrument if callback is None else callback
 
 
