@@ -137,6 +137,18 @@ def test_fifo_and_device_weights_refused(artifact):
         runtime.load(artifact)
 
 
+def test_symlinked_or_directory_manifest_refused(artifact, tmp_path):
+    shutil.copy(artifact / "manifest.json", tmp_path / "elsewhere.json")
+    (artifact / "manifest.json").unlink()
+    (artifact / "manifest.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ArtifactError, match="manifest manifest.json cannot be opened.*symlinks are refused"):
+        runtime.load(artifact)
+    (artifact / "manifest.json").unlink()
+    (artifact / "manifest.json").mkdir()
+    with pytest.raises(ArtifactError, match="manifest manifest.json is not a regular file"):
+        runtime.load(artifact)
+
+
 # --- item 4: the fingerprint covers graph, library, weight table and bytes ---------------------
 
 def test_flipped_weight_byte_refused(artifact):
