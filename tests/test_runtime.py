@@ -166,14 +166,15 @@ def test_library_from_another_build_refused(built, artifact):
         runtime.load(artifact)
 
 
-def test_corrupt_bytes_caught_by_verify(artifact):
+def test_corrupt_bytes_refused_by_default(artifact):
+    """Item 4 of issue 8: one flipped weight byte loaded silently unless verify=True was asked."""
     path = artifact / "weights.bin"
     data = bytearray(path.read_bytes())
     data[-8] ^= 0xFF
     path.write_bytes(bytes(data))
-    runtime.load(artifact)  # header and sizes still agree: the cheap checks pass
-    with pytest.raises(ArtifactError, match="do not hash to its stamp"):
-        runtime.load(artifact, verify=True)
+    with pytest.raises(ArtifactError, match="weight 'wt' does not match its crc32"):
+        runtime.load(artifact)
+    runtime.load(artifact, verify=False)  # the explicit opt-out: header and sizes still agree
 
 
 def test_missing_manifest_refused(tmp_path):
