@@ -89,6 +89,9 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
     target = resolve_target(target)
+    if target.kind.name == "llvm" and "num-cores" not in target.attrs:  # MetaSchedule's own error is a traceback
+        raise ValueError(f"target {target}: MetaSchedule needs the device's core count to tune; add "
+                         '"num-cores": N to the target (the aarch64 preset says 4)')
     register_cpu_intrinsics(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -154,12 +157,14 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
     from tqdm import tqdm
 
     from ..runtime.threads import use_all_cores
+    from .failures import StopWhenAllFail
 
     use_all_cores()  # the runner's worker processes inherit it: candidates run as deployed
     chosen = [extracted[i] for i in todo]
     contexts, weights = _contexts(chosen, work_dir, search, seed, quiet=progress)
     bar = tqdm(total=trials, initial=measured_before, unit="trial", desc="tuning",
                disable=not progress, dynamic_ncols=True)
+    extra_callbacks = [*extra_callbacks, StopWhenAllFail()]  # a session that measures nothing is an error
     callbacks = list(extra_callbacks) + list(ms.MeasureCallback.create("default")) + [_Progress(bar, chosen)]
     try:
         ms.tune_tasks(
@@ -169,7 +174,7 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
             max_trials_global=remaining,
             max_trials_per_task=per_task,
             num_trials_per_iter=trials_per_iter,
-            builder=builder or fast_local_builder(),
+            builder=builder or fast_local_builder(target=target),
             runner=runner or ms.runner.LocalRunner(),
             database=database,
             cost_model=ms.cost_model.XGBModel(num_tuning_cores=contexts[0].num_threads),
