@@ -208,3 +208,8 @@ def test_tuning_for_aarch64_without_a_board_says_why_nothing_was_measured(aarch6
     # No runner given: this machine cannot load the aarch64 candidates, every measurement fails.
     with pytest.raises(AllMeasurementsFailed, match="first failure: .*"):
         tune(_mlp(), TARGET, tmp_path / "db", trials=2, trials_per_iter=2, progress=False, seed=0)
+
+
+def test_tuning_a_target_without_num_cores_says_to_add_it(tmp_path):
+    with pytest.raises(ValueError, match='add "num-cores": N'):
+        tune(_mlp(), {k: v for k, v in TARGET.items() if k != "num-cores"}, tmp_path, trials=2, progress=False)

@@ -88,10 +88,10 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
-    target = resolve_target(target)
+    given, target = target, resolve_target(target)
     if target.kind.name == "llvm" and "num-cores" not in target.attrs:  # MetaSchedule's own error is a traceback
-        raise ValueError(f"target {target}: MetaSchedule needs the device's core count to tune; add "
-                         '"num-cores": N to the target (the aarch64 preset says 4)')
+        raise ValueError(f"target {given if isinstance(given, str | dict) else target.kind.name!r}: MetaSchedule "
+                         'needs the device\'s core count to tune; add "num-cores": N (the aarch64 preset says 4)')
     register_cpu_intrinsics(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
