@@ -89,9 +89,6 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
     given, target = target, resolve_target(target)
-    if target.kind.name == "llvm" and "num-cores" not in target.attrs:  # MetaSchedule's own error is a traceback
-        raise ValueError(f"target {given if isinstance(given, str | dict) else target.kind.name!r}: MetaSchedule "
-                         'needs the device\'s core count to tune; add "num-cores": N (the aarch64 preset says 4)')
     register_cpu_intrinsics(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +112,9 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     todo = [i for i, d in enumerate(done) if d < per_task]
     remaining = trials - measured_before
     if todo and remaining > 0:
+        if target.kind.name == "llvm" and "num-cores" not in target.attrs:  # MetaSchedule's error is a traceback
+            raise ValueError(f"target {given if isinstance(given, str | dict) else target.kind.name!r}: MetaSchedule "
+                             'needs the device\'s core count to tune; add "num-cores": N (the aarch64 preset says 4)')
         _run(extracted, todo, database, work_dir, target, remaining, per_task, trials_per_iter,
              builder, runner, extra_callbacks or [], search, seed, progress, measured_before, trials)
     return _report(extracted, database, work_dir, trials, per_task, measured_before)
