@@ -20,7 +20,7 @@ from tvm.target.codegen import llvm_cpu_has_features
 # Short names for the boards this package is built for; anything else is a TVM target.
 PRESETS = {
     "x86-64": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},
-    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4},  # Pi 4/5
     "mali": {"kind": "opencl", "device": "mali",
              "host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}},
     "adreno": {"kind": "opencl", "device": "adreno",

@@ -24,7 +24,6 @@ from fluidml_tvm.runtime.manifest import ArtifactError
 from fluidml_tvm.runtime.weights import ALIGNMENT, layout_weights, open_weights, write_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-BOARD = Path(os.environ.get("FLUIDML_AARCH64_BOARD", Path.home() / ".cache/fluidml-tvm/aarch64"))
 
 
 @I.ir_module
@@ -297,11 +296,7 @@ def test_kernels_run_on_every_core_unless_told(artifact, env):
     assert int(child.stdout.split()[-1]) == expected
 
 
-@pytest.mark.skipif(
-    not (BOARD / "READY").is_file() or shutil.which("aarch64-linux-gnu-gcc") is None,
-    reason="emulated aarch64 board not set up (scripts/setup_aarch64_board.sh)",
-)
-def test_runs_on_emulated_aarch64_board():
+def test_runs_on_emulated_aarch64_board(aarch64_board):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "run_on_aarch64.py")],
         capture_output=True, text=True, cwd=ROOT, timeout=900, check=False,

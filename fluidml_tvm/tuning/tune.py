@@ -88,7 +88,7 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
-    target = describe(target)
+    given, target = target, describe(target)
     register_cpu_intrinsics(target.target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +112,9 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     todo = [i for i, d in enumerate(done) if d < per_task]
     remaining = trials - measured_before
     if todo and remaining > 0:
+        if target.cpu and "num-cores" not in target.target.attrs:  # MetaSchedule's error is a traceback
+            raise ValueError(f"target {given if isinstance(given, str | dict) else target.kind!r}: MetaSchedule "
+                             'needs the device\'s core count to tune; add "num-cores": N (the aarch64 preset says 4)')
         _run(extracted, todo, database, work_dir, target, remaining, per_task, trials_per_iter,
              builder, runner, extra_callbacks or [], search, seed, progress, measured_before, trials)
     return _report(extracted, database, work_dir, trials, per_task, measured_before)
@@ -154,12 +157,14 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
     from tqdm import tqdm
 
     from ..runtime.threads import use_all_cores
+    from .failures import StopWhenAllFail
 
     use_all_cores()  # the runner's worker processes inherit it: candidates run as deployed
     chosen = [extracted[i] for i in todo]
     contexts, weights = _contexts(chosen, work_dir, search, seed, quiet=progress)
     bar = tqdm(total=trials, initial=measured_before, unit="trial", desc="tuning",
                disable=not progress, dynamic_ncols=True)
+    extra_callbacks = [*extra_callbacks, StopWhenAllFail()]  # a session that measures nothing is an error
     callbacks = list(extra_callbacks) + list(ms.MeasureCallback.create("default")) + [_Progress(bar, chosen)]
     try:
         ms.tune_tasks(
@@ -169,7 +174,7 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
             max_trials_global=remaining,
             max_trials_per_task=per_task,
             num_trials_per_iter=trials_per_iter,
-            builder=builder or fast_local_builder(),
+            builder=builder or fast_local_builder(target=target),
             runner=runner or ms.runner.LocalRunner(),
             database=database,
             cost_model=ms.cost_model.XGBModel(num_tuning_cores=contexts[0].num_threads),
