@@ -1,11 +1,14 @@
-"""Stop a tuning session whose measurements all fail, naming the first failure, instead of recording them."""
+"""How a tuning session stops early: the error kinds, and stopping one whose measurements all fail."""
 
 from __future__ import annotations
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from .tune import TuningInterrupted
+
+class TuningInterrupted(RuntimeError):
+    """Tuning stopped early; every record measured until then is in the database."""
+
 
 # MetaSchedule records a failed run as 1e10 s; no real kernel takes a second here.
 FAILED_RUN_SECS = 1e9

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from .tune import TuningInterrupted
+from .failures import TuningInterrupted
 
 
 class RemoteDeviceLost(TuningInterrupted):

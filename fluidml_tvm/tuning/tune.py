@@ -17,6 +17,7 @@ from ..frontend import onnx_to_relax
 from ..schedule.database import count_records, open_database
 from ..targets import cross_compiler, describe
 from .builder import fast_local_builder
+from .failures import StopWhenAllFail, TuningInterrupted
 from .intrinsics import register_cpu_intrinsics
 from .tasks import extract_tasks, fuse
 
@@ -56,10 +57,6 @@ class TuningReport:
                  f"({self.measured_now - self.measured_before} in this run)"]
         lines += [f"  {t}" for t in self.tasks]
         return "\n".join(lines)
-
-
-class TuningInterrupted(RuntimeError):
-    """Tuning stopped early; every record measured until then is in the database."""
 
 
 def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = None,
@@ -157,7 +154,6 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
     from tqdm import tqdm
 
     from ..runtime.threads import use_all_cores
-    from .failures import StopWhenAllFail
 
     use_all_cores()  # the runner's worker processes inherit it: candidates run as deployed
     chosen = [extracted[i] for i in todo]
