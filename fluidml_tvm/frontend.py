@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from pathlib import Path
@@ -36,17 +37,28 @@ def load_onnx(model, *, name: str | None = None) -> onnx.ModelProto:
 
 
 def input_shapes(proto: onnx.ModelProto, where: str, overrides: dict | None = None) -> dict:
-    """Static shapes of the graph inputs; a symbolic dimension needs an override."""
+    """Static shapes of the graph inputs; a symbolic dimension needs an override.
+
+    An override (``--input-shape``) may only fix symbolic dimensions: it must
+    name an input of the model, keep its rank and static dimensions (ONNX
+    Runtime refuses any other shape too), and give one value to a dimension
+    name that several inputs share.
+    """
     overrides = overrides or {}
     inits = {i.name for i in proto.graph.initializer}
+    graph_inputs = [inp for inp in proto.graph.input if inp.name not in inits]
+    names = [inp.name for inp in graph_inputs]
+    unknown = [n for n in overrides if n not in names]
+    if unknown:
+        raise ModelImportError(f"{where}: --input-shape {unknown[0]}=...: the model has no input {unknown[0]!r} "
+                               f"(its inputs: {', '.join(names)})")
     shapes = {}
-    for inp in proto.graph.input:
-        if inp.name in inits:
-            continue
-        if inp.name in overrides:
-            shapes[inp.name] = list(overrides[inp.name])
-            continue
+    bound: dict[str, tuple[str, int]] = {}  # dimension name -> (input that set it, value)
+    for inp in graph_inputs:
         dims = inp.type.tensor_type.shape.dim
+        if inp.name in overrides:
+            shapes[inp.name] = _checked_override(inp, list(overrides[inp.name]), bound, where)
+            continue
         bad = [d.dim_param or "?" for d in dims if not d.HasField("dim_value") or d.dim_value <= 0]
         if bad or not inp.type.tensor_type.HasField("shape"):
             raise ModelImportError(
@@ -58,14 +70,50 @@ def input_shapes(proto: onnx.ModelProto, where: str, overrides: dict | None = No
     return shapes
 
 
+def _checked_override(inp, shape: list, bound: dict, where: str) -> list:
+    """``shape`` for ``inp`` if it only fixes symbolic dimensions, consistently with the other overrides."""
+    flag = f"--input-shape {inp.name}={','.join(map(str, shape))}"
+    try:
+        shape = [operator.index(d) for d in shape]  # ints, numpy ints; not floats or strings
+    except TypeError:
+        shape = [0]
+    if not shape or any(d <= 0 for d in shape):
+        raise ModelImportError(f"{where}: {flag}: dimensions must be positive integers")
+    if not inp.type.tensor_type.HasField("shape"):
+        return shape  # the model says nothing about this input's shape
+    dims = inp.type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+    if len(shape) != len(dims):
+        raise ModelImportError(f"{where}: {flag}: input '{inp.name}' has rank {len(dims)} "
+                               f"(dimensions {declared}), not {len(shape)}")
+    for i, (d, value) in enumerate(zip(dims, shape)):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != value:
+            raise ModelImportError(f"{where}: {flag}: dimension {i} of input '{inp.name}' is static, "
+                                   f"{d.dim_value} (dimensions {declared}); only symbolic ones can be set")
+        if d.dim_param:
+            other, known = bound.setdefault(d.dim_param, (inp.name, value))
+            if known != value:
+                raise ModelImportError(
+                    f"{where}: {flag}: dimension '{d.dim_param}' is {value} here but {known} in input "
+                    f"'{other}': the model gives both the same size")
+    return shape
+
+
 def parse_input_shapes(items) -> dict | None:
-    """``["input_ids=1,128", ...]`` (the CLI's ``--input-shape``) as ``{name: [dims]}``."""
+    """``["input_ids=1,128", ...]`` (the CLI's ``--input-shape``) as ``{name: [dims]}``; ValueError names a bad item."""
     shapes = {}
     for item in items:
         name, _, dims = item.partition("=")
-        if not dims:
-            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
-        shapes[name] = [int(d) for d in dims.split(",")]
+        try:
+            shape = [int(d) for d in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not name or not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,... with positive integer "
+                             f"dimensions, e.g. input_ids=1,128")
+        if name in shapes:
+            raise ValueError(f"--input-shape {item!r}: input '{name}' is given twice")
+        shapes[name] = shape
     return shapes or None
 
 

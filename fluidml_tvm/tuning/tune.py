@@ -93,6 +93,8 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     per_task = trials_per_task or trials
+    # Repaired before anything reads it: the build stages below apply this database too.
+    database = open_database(work_dir)
     if packed:
         mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
         if runner is None and cross_compiler(target) is None:
@@ -106,7 +108,6 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
                               database=work_dir)
     if not extracted:
         raise ValueError("the model has no kernels to tune (every PrimFunc is already scheduled)")
-    database = open_database(work_dir)
     done = [count_records(database, t.dispatched[0]) for t in extracted]
     measured_before = sum(min(d, per_task) for d in done)
     todo = [i for i, d in enumerate(done) if d < per_task]
