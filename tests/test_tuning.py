@@ -349,3 +349,37 @@ def build_packed(mod, database):
         final = tvm.transform.Sequential([p for name in STAGES[:-2] for p in parts[name]])(mod)
         return final, tvm.compile(mod, TARGET, relax_pipeline=tvm.transform.Sequential(
             [p for name in STAGES for p in parts[name]]))
+
+
+def test_a_missing_package_is_named_not_a_resumable_stop(tmp_path):
+    shadow = tmp_path / "shadow" / "cloudpickle"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'cloudpickle'\", name='cloudpickle')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shadow.parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fluidml_tvm.cli", "tune", str(matmul_onnx(tmp_path / "mm.onnx")), "--trials", "4",
+         "--trials-per-iter", "4", "--db", str(tmp_path / "db"), "--target", TARGET_JSON, "--quiet"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fluidml-tvm: error: tuning needs the Python package 'cloudpickle', which is not installed "
+        "(pip install cloudpickle)")
+    assert "run the same tuning again" not in proc.stderr
+
+
+def test_tune_and_optimize_default_to_the_same_target():
+    import argparse
+
+    from fluidml_tvm.cli import _build_options
+    from fluidml_tvm.tuning.cli import add_tune_parser
+
+    tune_parser = add_tune_parser(argparse.ArgumentParser().add_subparsers())
+    optimize_parser = argparse.ArgumentParser()
+    _build_options(optimize_parser)
+    assert tune_parser.get_default("target") == optimize_parser.get_default("target") == "host"
+
+
+def test_a_target_without_a_core_count_is_named(tmp_path, capsys):
+    model = matmul_onnx(tmp_path / "mm.onnx")
+    assert _cli("tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"), "--target", "llvm") == 2
+    assert 'error: --target llvm: tuning needs the device\'s core count: add "num-cores"' in capsys.readouterr().err

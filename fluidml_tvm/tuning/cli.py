@@ -20,8 +20,9 @@ def add_tune_parser(subparsers):
                    help="measured candidates wanted in DIR over all kernels, records already there included")
     p.add_argument("--trials-per-task", type=_positive_int, metavar="N", help="stop tuning a kernel at N records")
     p.add_argument("--trials-per-iter", type=_positive_int, default=16, metavar="N", help="candidates per batch (16)")
-    p.add_argument("--target", default="x86-64",
-                   help="TVM target: a kind ('llvm'), JSON, or a preset (x86-64, aarch64); default x86-64")
+    p.add_argument("--target", default="host",
+                   help="TVM target: JSON with num-cores, or a preset (host = this CPU, x86-64 = AVX2, aarch64); "
+                        "default host, as for optimize")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--op", action="append", default=[], metavar="NAME",
@@ -65,7 +66,8 @@ def run_tune(args) -> int:
     except TuningInterrupted as err:
         print(f"fluidml-tvm: tuning stopped: {err}", file=sys.stderr)
         return 3
-    except (ModelImportError, UnknownTargetError, CorruptDatabaseError, TrackerUnreachable, ValueError) as err:
+    except (ModelImportError, UnknownTargetError, CorruptDatabaseError, TrackerUnreachable, ImportError,
+            ValueError) as err:
         print(f"fluidml-tvm: error: {err}", file=sys.stderr)
         return 2
     print(report.summary())

@@ -88,7 +88,10 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
-    target = resolve_target(target)
+    given, target = target, resolve_target(target)
+    if target.kind.name == "llvm" and not target.attrs.get("num-cores"):  # MetaSchedule fails deep inside
+        raise ValueError(f"--target {given if isinstance(given, str) else target}: tuning needs the device's core count: add \"num-cores\", "
+                         f"or use a preset (host, x86-64, aarch64)")
     register_cpu_intrinsics(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +188,9 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
         if isinstance(err, KeyboardInterrupt):
             print(f"tuning interrupted: {where}", file=sys.stderr, flush=True)
             raise
+        if isinstance(err, ImportError) and err.name:  # a broken install: running again fails the same way
+            raise ModuleNotFoundError(f"tuning needs the Python package '{err.name}', which is not installed "
+                                      f"(pip install {err.name})", name=err.name) from err
         # A callback that stops tuning keeps its exception in ``stopped``: the FFI hands
         # Python exceptions raised inside MetaSchedule back as plain RuntimeErrors.
         cause = next((c.stopped for c in extra_callbacks if getattr(c, "stopped", None) is not None), err)
