@@ -47,6 +47,7 @@ def run_tune(args) -> int:
     from .tune import TuningInterrupted, tune
 
     try:
+        input_shapes = parse_input_shapes(args.input_shape)
         runner = callbacks = None
         if args.rpc_tracker or args.rpc_key:
             runner, callbacks = remote_measurement(args.rpc_tracker or "", args.rpc_key or "",
@@ -58,7 +59,7 @@ def run_tune(args) -> int:
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
             report = tune(args.model, args.target, args.db, args.trials, trials_per_task=args.trials_per_task,
-                          trials_per_iter=args.trials_per_iter, input_shapes=parse_input_shapes(args.input_shape),
+                          trials_per_iter=args.trials_per_iter, input_shapes=input_shapes,
                           op_names=args.op or None, packed=args.packed, runner=runner, extra_callbacks=callbacks,
                           progress=not args.quiet)
     except KeyboardInterrupt:

@@ -90,8 +90,8 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     """
     given, target = target, resolve_target(target)
     if target.kind.name == "llvm" and not target.attrs.get("num-cores"):  # MetaSchedule fails deep inside
-        raise ValueError(f"--target {given if isinstance(given, str) else target}: tuning needs the device's core count: add \"num-cores\", "
-                         f"or use a preset (host, x86-64, aarch64)")
+        raise ValueError(f"--target {given if isinstance(given, str) else target}: tuning needs the device's "
+                         f"core count: add \"num-cores\", or use a preset (host, x86-64, aarch64)")
     register_cpu_intrinsics(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
