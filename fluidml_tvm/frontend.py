@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import onnx
+import onnx.shape_inference
 
 
 class ModelImportError(ValueError):
@@ -146,6 +147,8 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
         listed = ", ".join(f"node '{n}' ({op})" for n, op in missing[:10])
         raise ModelImportError(f"{where}: operators TVM cannot import: {listed}")
     shapes = input_shapes(proto, where, input_shape_overrides)
+    if input_shape_overrides:
+        _check_shapes_fit(proto, input_shape_overrides, where)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -158,6 +161,38 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
     if keep_params_in_input:
         mod, params = relax.frontend.detach_params(mod)
     return mod, params
+
+
+def _check_shapes_fit(proto: onnx.ModelProto, overrides: dict, where: str) -> None:
+    """ModelImportError naming the ``--input-shape`` shapes when ONNX shape inference fails with them, not without."""
+    reason = _strict_inference_error(proto, overrides)
+    if reason and not _strict_inference_error(proto, {}):
+        given = " ".join(f"{name}={','.join(map(str, dims))}" for name, dims in overrides.items())
+        raise ModelImportError(f"{where}: --input-shape {given}: the shapes do not fit together "
+                               f"(ONNX shape inference: {reason})")
+
+
+def _strict_inference_error(proto: onnx.ModelProto, fixed: dict) -> str | None:
+    """The first error of strict ONNX shape inference with the inputs in ``fixed`` made static, or None."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.value_info[:]  # the exporter's annotations hold the old sizes
+    for out in probe.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    for inp in probe.graph.input:
+        if inp.name in fixed:
+            dims = inp.type.tensor_type.shape.dim
+            del dims[:]
+            for d in fixed[inp.name]:
+                dims.add().dim_value = d
+    try:
+        onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as err:
+        text = str(err).replace("[ShapeInferenceError] Inference error(s): ", "").strip()
+        return text.splitlines()[0] if text else type(err).__name__
+    except Exception:  # noqa: BLE001 - e.g. a model over protobuf's 2 GB: no check rather than no build
+        return None
+    return None
 
 
 def _first_line(err) -> str:

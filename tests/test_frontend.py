@@ -112,3 +112,12 @@ def test_parse_input_shapes():
     assert parse_input_shapes([]) is None
     with pytest.raises(ValueError, match="input 'a' is given twice"):
         parse_input_shapes(["a=1", "a=2"])
+
+
+def test_shapes_that_do_not_fit_together_are_named():
+    # Differently named symbolic dims that the Add ties: the names alone cannot tell.
+    model = two_inputs(("b", "s"), ("b", "t"))
+    with pytest.raises(ModelImportError, match=r"--input-shape a=1,128 m=1,64: the shapes do not fit together "
+                                               r"\(ONNX shape inference: \(op_type:Add, node name: add\).*Incompatible"):
+        onnx_to_relax(model, input_shape_overrides={"a": [1, 128], "m": [1, 64]})
+    onnx_to_relax(model, input_shape_overrides={"a": [1, 64], "m": [1, 64]})
