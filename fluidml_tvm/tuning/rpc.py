@@ -84,12 +84,11 @@ class RemoteDevice:
             raise RemoteDeviceLost(
                 f"no RPC server {self} (check with: python -m tvm.exec.query_rpc_tracker "
                 f"--host {self.host} --port {self.port})")
+        pool = _BoundedPool(self.session_timeout_sec)
         runner = ms.runner.RPCRunner(rpc_config=self.config, evaluator_config=evaluator_config,
-                                     f_create_session=_make_create_session(self.answer_timeout))
-        # RPCRunner's own pool waits for a measurement without limit, so a stopped server
-        # hangs tuning; this pool's worker answers TimeoutError after the session timeout
-        # (the RPC calls release the GIL) and is then killed with its connection.
-        unbounded, runner.pool = runner.pool, PopenPoolExecutor(max_workers=1, timeout=self.session_timeout_sec)
+                                     f_create_session=_make_create_session(self.answer_timeout, pool.last))
+        # RPCRunner's own pool waits for a measurement without limit: a stopped server hangs tuning.
+        unbounded, runner.pool = runner.pool, pool
         unbounded.shutdown(wait=False)
         return runner
 
@@ -159,6 +158,31 @@ class _WatchDevice(ms.measure_callback.PyMeasureCallback):
             time.sleep(0.5)
 
 
+class _BoundedPool(PopenPoolExecutor):
+    """One worker whose calls answer TimeoutError after ``timeout`` s (the RPC calls release the GIL), then die.
+
+    ``last`` says how the previous measurement ended ("timeout", "skipped" or
+    None), for the next session to skip at once when no server is free.
+    """
+
+    def __init__(self, timeout: float):
+        super().__init__(max_workers=1, timeout=timeout)
+        self.last: dict = {"end": None}
+
+    def submit(self, fn, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._note)  # runs before the next call is sent, which ships ``last``
+        return future
+
+    def _note(self, future) -> None:
+        err = future.exception()
+        skipped = err is not None and _SKIPPED in str(err)
+        self.last["end"] = "timeout" if isinstance(err, TimeoutError) else "skipped" if skipped else None
+
+
+_SKIPPED = "skipped: no RPC server is free since a measurement timed out"
+
+
 def _why(err: OSError, timeout: float) -> str:
     if isinstance(err, ConnectionRefusedError):
         return "connection refused: nothing listens on that port"
@@ -195,18 +219,32 @@ def _make_tracker_status():
 _tracker_status = _make_tracker_status()
 
 
-def _make_create_session(answer_timeout: float):
-    # Fail at once when the tracker has no server for the key, instead of waiting in the
-    # tracker's queue for the whole session timeout. Built in a function so cloudpickle
-    # ships it by value to the runner's popen workers; the pool's timeout bounds the rest.
+def _make_create_session(answer_timeout: float, last: dict):
+    # Fail at once when the tracker has no server for the key, and after a timed-out
+    # measurement when none is free again within answer_timeout (a server back from a
+    # session re-registers in well under that), instead of each candidate of the batch
+    # waiting in the tracker's queue for the whole session timeout. Built in a function
+    # so cloudpickle ships it, and ``last`` as it is at the call, by value to the popen
+    # worker; the pool's timeout bounds the rest.
     status = _make_tracker_status()
+    skipped = _SKIPPED
 
     def create_session(rpc_config):
+        import time
+
         from tvm import rpc
 
         host, port, key = rpc_config.tracker_host, rpc_config.tracker_port, rpc_config.tracker_key
-        if status(host, port, key, answer_timeout)[0] == 0:
-            raise RuntimeError(f"no RPC server with key '{key}' at tracker {host}:{port}")
+        deadline = time.monotonic() + (answer_timeout if last["end"] == "timeout" else 0)
+        while True:
+            registered, free = status(host, port, key, answer_timeout)
+            if registered == 0:
+                raise RuntimeError(f"no RPC server with key '{key}' at tracker {host}:{port}")
+            if free or last["end"] is None:
+                break
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{skipped} (key '{key}' at tracker {host}:{port})")
+            time.sleep(0.5)
         return rpc.connect_tracker(host, port).request(key, priority=rpc_config.session_priority,
                                                        session_timeout=rpc_config.session_timeout_sec)
 
