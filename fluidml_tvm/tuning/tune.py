@@ -86,10 +86,15 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
     given, target = target, describe(target)
+    if target.cpu and not target.target.attrs.get("num-cores"):  # MetaSchedule fails deep inside
+        raise ValueError(f"--target {given if isinstance(given, str) else target}: tuning needs the device's "
+                         'core count: add "num-cores": N, or use a preset (host, x86-64, aarch64)')
     register_cpu_intrinsics(target.target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     per_task = trials_per_task or trials
+    # Repaired before anything reads it: the build stages below apply this database too.
+    database = open_database(work_dir)
     if packed:
         mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
         if runner is None and cross_compiler(target) is None:
@@ -103,15 +108,11 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
                               database=work_dir)
     if not extracted:
         raise ValueError("the model has no kernels to tune (every PrimFunc is already scheduled)")
-    database = open_database(work_dir)
     done = [count_records(database, t.dispatched[0]) for t in extracted]
     measured_before = sum(min(d, per_task) for d in done)
     todo = [i for i, d in enumerate(done) if d < per_task]
     remaining = trials - measured_before
     if todo and remaining > 0:
-        if target.cpu and "num-cores" not in target.target.attrs:  # MetaSchedule's error is a traceback
-            raise ValueError(f"target {given if isinstance(given, str | dict) else target.kind!r}: MetaSchedule "
-                             'needs the device\'s core count to tune; add "num-cores": N (the aarch64 preset says 4)')
         _run(extracted, todo, database, work_dir, target, remaining, per_task, trials_per_iter,
              builder, runner, extra_callbacks or [], search, seed, progress, measured_before, trials)
     return _report(extracted, database, work_dir, trials, per_task, measured_before)
@@ -185,6 +186,9 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
         if isinstance(err, KeyboardInterrupt):
             print(f"tuning interrupted: {where}", file=sys.stderr, flush=True)
             raise
+        if isinstance(err, ImportError) and err.name:  # a broken install: running again fails the same way
+            raise ModuleNotFoundError(f"tuning needs the Python package '{err.name}', which is not installed "
+                                      f"(pip install {err.name})", name=err.name) from err
         # A callback that stops tuning keeps its exception in ``stopped``: the FFI hands
         # Python exceptions raised inside MetaSchedule back as plain RuntimeErrors.
         cause = next((c.stopped for c in extra_callbacks if getattr(c, "stopped", None) is not None), err)
