@@ -29,7 +29,7 @@ from fluidml_tvm import export
 from fluidml_tvm.targets import cross_compiler
 from fluidml_tvm.tuning import fast_local_builder, open_database, tune
 from fluidml_tvm.tuning.failures import FAILED_RUN_SECS, AllMeasurementsFailed
-from fluidml_tvm.tuning.rpc import RemoteDevice, remote_measurement
+from fluidml_tvm.tuning.rpc import RemoteDevice, TrackerUnreachable, remote_measurement
 
 TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
 KEY = "emulated-aarch64"
@@ -84,13 +84,20 @@ class Farm:
                                      "--tracker", f"127.0.0.1:{self.port}", "--key", KEY], board_env)
         self.wait_for(servers, STARTUP_SEC)
 
+    def servers(self) -> int:
+        """Boards the tracker lists; 0 while the tracker itself is still starting."""
+        try:
+            return self.device.count_servers()
+        except TrackerUnreachable:
+            return 0
+
     def wait_for(self, servers: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.device.count_servers() != servers:
+        while self.servers() != servers:
             dead = [n for n, p in self.procs.items() if p.poll() is not None and n not in self.killed]
             if dead or time.monotonic() > deadline:
                 logs = "\n".join(f"--- {n}\n{self.log(n)[-1500:]}" for n in self.procs)
-                pytest.fail(f"tracker lists {self.device.count_servers()} of {servers} boards "
+                pytest.fail(f"tracker lists {self.servers()} of {servers} boards "
                             f"(exited: {dead})\n{logs}")
             time.sleep(1)
 
