@@ -273,7 +273,7 @@ def _ndk_compiler(triple: str):
     compiler = os.environ.get(NDK_CC)
     if not compiler:
         raise MissingToolchainError(
-            f"a {triple} library links only with the Android NDK: install it "
+            f"{triple} libraries link only with the Android NDK: install it "
             "(https://developer.android.com/ndk/downloads) and set "
             f"{NDK_CC}=$ANDROID_NDK/toolchains/llvm/prebuilt/linux-x86_64/bin/aarch64-linux-android28-clang")
 
