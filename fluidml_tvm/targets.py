@@ -98,7 +98,8 @@ class TargetDescription:
     ``architecture`` names its shipped ``schedules/`` directory (None: none
     applies); ``triple`` is the host triple the library runs on (``""``: this
     machine's); ``linker`` the cross compiler's command (None: this machine's
-    own); ``runtime_library`` what the device needs to load the library.
+    own; ``$TVM_NDK_CC`` for an Android host, read when linking);
+    ``runtime_library`` what the device needs to load the library.
     """
 
     target: tvm.target.Target
