@@ -9,10 +9,16 @@ An artifact is a directory::
     manifest.json  inputs (name, shape, dtype), weight table (name, shape, dtype, offset,
                    nbytes), the build fingerprint, the target and the file names
 
-The fingerprint (sha256 of the weight table and bytes) is stamped into all three files
-(in the library as the Relax function ``fluidml_fingerprint``), so a weights file from
-another build is refused at load. :func:`fluidml_tvm.runtime.load` reads the directory
-without importing ``tvm``.
+The fingerprint (:func:`fluidml_tvm.runtime.manifest.fingerprint`: the compiled graph's
+structural hash, the target, the inputs and the weight table with each weight's crc32) is
+stamped into all three files (in the library as the Relax function ``fluidml_fingerprint``),
+and the manifest holds the library's sha256, so files from two builds are never mixed.
+:func:`fluidml_tvm.runtime.load` reads the directory without importing ``tvm``.
+
+Every file is written under a temporary name and renamed into place, the manifest last: an
+existing artifact is replaced file by file, and a process serving the old one keeps its
+files (it holds their old inodes); a loader that meets a half-replaced directory sees files
+that disagree with the manifest and refuses them.
 
 With ``embed_weights=True`` there is no ``weights.bin``: the weights are bound as
 constants in ``model.so`` (one file for code and weights, loadable by stock TVM). That
@@ -26,22 +32,26 @@ of the embedding table is never touched), at most 1x.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
+from .analysis.shared_weights import transposed_shared_params
+from .runtime.files import open_regular, replaced_atomically, sha256_of
 from .runtime.manifest import (
     FINGERPRINT_FUNCTION,
     LIBRARY_FILE,
     WEIGHTS_FILE,
     Manifest,
     TensorSpec,
+    fingerprint,
 )
-from .analysis.shared_weights import transposed_shared_params
-from .runtime.weights import fingerprint, layout_weights, write_weights
+from .runtime.weights import layout_weights, write_weights
 from .targets import resolve_target
 
 
@@ -84,8 +94,10 @@ def export_artifact(
         Linker for ``export_library``, e.g. ``tvm.support.cc.cross_compiler(
         "aarch64-linux-gnu-gcc")`` for an aarch64 target.
     """
-    target = resolve_target(target)
     directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"artifact path {directory} exists and is not a directory")
+    target = resolve_target(target)
     num_input = int(mod["main"].attrs["num_input"])
     arrays = _ordered_params(mod["main"].params[num_input:], params)
 
@@ -99,36 +111,46 @@ def export_artifact(
     entries, size = layout_weights(
         [(v.name, w) for v, w in zip(main.params[num_input:], weights, strict=True)]
     )
-    stamp = fingerprint(entries, weights)
-
     deploy = tvm.IRModule(
         {gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
         attrs=lifted.attrs,
     )
-    deploy[FINGERPRINT_FUNCTION] = _constant_function(FINGERPRINT_FUNCTION, stamp)
     if embed_weights:
         bindings = {v: tvm.runtime.tensor(w) for v, w in zip(main.params[num_input:], weights)}
         deploy = relax.transform.BindParams("main", bindings)(deploy)
+    # The module compiled (with embedded weights, another module than without).
+    graph = f"{tvm_ffi.structural_hash(deploy) & (2**64 - 1):016x}"
+    inputs = tuple(_spec(v) for v in main.params[:num_input])
+    stamp = fingerprint(graph, str(target), inputs, entries)
+    deploy[FINGERPRINT_FUNCTION] = _constant_function(FINGERPRINT_FUNCTION, stamp)
     pipeline = relax_pipeline or relax.get_default_pipeline(target)
     executable = tvm.compile(deploy, target, relax_pipeline=pipeline)
 
     directory.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(directory / LIBRARY_FILE), fcompile=fcompile)
+    with replaced_atomically(directory / LIBRARY_FILE) as temp:
+        executable.export_library(str(temp), fcompile=fcompile)
+        fd, info = open_regular(temp, "library")
+        try:
+            library_sha256 = sha256_of(fd, info.st_size)  # of the bytes renamed into place
+        finally:
+            os.close(fd)
     write_device_source(executable, directory / LIBRARY_FILE)
-    if embed_weights:
-        (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
-    else:
+    if not embed_weights:
         write_weights(directory / WEIGHTS_FILE, entries, weights, stamp, size)
     manifest = Manifest(
         fingerprint=stamp,
+        graph=graph,
         target=str(target),
         library=LIBRARY_FILE,
-        inputs=tuple(_spec(v) for v in main.params[:num_input]),
+        library_sha256=library_sha256,
+        inputs=inputs,
         weights=tuple(entries),
         weights_file=None if embed_weights else WEIGHTS_FILE,
         weights_bytes=0 if embed_weights else size,
     )
-    manifest.save(directory)
+    manifest.save(directory)  # last: until now the directory held the old manifest
+    if embed_weights:
+        (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
     return ArtifactInfo(directory, manifest, executable, weights)
 
 

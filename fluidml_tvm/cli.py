@@ -73,12 +73,21 @@ def _optimize(model, args) -> int:
     from .frontend import parse_input_shapes
     from .targets import cross_compiler, resolve_target
 
+    # Everything that can be checked without the build fails first: a build takes minutes.
+    directory = not args.output.endswith(".so")
+    _check_output("-o", args.output, directory=directory)
+    for flag, path in (("--report", args.report), ("--plot", args.plot), ("--profile", args.profile)):
+        if path:
+            _check_output(flag, path, directory=False)
+    if args.profile and not directory:
+        raise ValueError("--profile runs an artifact directory: give -o DIR")
+    input_shapes = parse_input_shapes(args.input_shape)
     print(f"building {model} for {args.target} ...", flush=True)
     target = resolve_target(args.target)
-    options = dict(input_shapes=parse_input_shapes(args.input_shape), planner=args.planner, reorder=not args.no_reorder,
+    options = dict(input_shapes=input_shapes, planner=args.planner, reorder=not args.no_reorder,
                    inplace=not args.no_inplace, validate=True, database=args.db)
     fcompile = cross_compiler(target)
-    if args.output.endswith(".so"):
+    if not directory:
         result = fluidml_tvm.compile(model, target, **options)
         result.export_library(args.output, **({"fcompile": fcompile} if fcompile else {}))
         report = result.report
@@ -100,14 +109,26 @@ def _optimize(model, args) -> int:
     return 0
 
 
+def _check_output(flag: str, path, *, directory: bool) -> None:
+    """ValueError naming ``flag`` when ``path`` cannot be written; an existing artifact directory may be replaced."""
+    path = Path(path)
+    if path.is_dir() != directory and path.exists():
+        what = "a directory" if path.is_dir() else "a file"
+        wanted = "an artifact directory (or FILE.so)" if directory else "a file"
+        raise ValueError(f"{flag} {path}: {what} is in the way; {flag} writes {wanted} there")
+    try:  # create the parent now and write a scratch file: the real test of a writable place
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+
+
 def _profile(artifact, png) -> None:
     from . import runtime
     from .frontend import random_tensors
     from .plot import plot_kernel_times
     from .runtime.profile import kernel_times
 
-    if artifact.endswith(".so"):
-        raise ValueError("--profile runs an artifact directory: give -o DIR")
     with runtime.load(artifact) as loaded:
         inputs = random_tensors([(s.name, s.shape, s.dtype) for s in loaded.manifest.inputs])
         rows = kernel_times(loaded, list(inputs.values()))

@@ -65,7 +65,8 @@ def export(model, path, target="host", *, input_shapes: dict | None = None, embe
     with target.target:
         mod = tvm.transform.Sequential(stages(target, **plan_options)["pack"])(mod)
     pipeline, built = planning_pipeline(target, pack=False, **plan_options)
-    info = export_artifact(mod, params["main"], target, path, relax_pipeline=pipeline,
+    # detach_params leaves no "main" entry for a model without weights
+    info = export_artifact(mod, params.get("main", []), target, path, relax_pipeline=pipeline,
                            embed_weights=embed_weights, fcompile=fcompile)
     return info, built["report"]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from pathlib import Path
 
 import onnx
+import onnx.shape_inference
 
 
 class ModelImportError(ValueError):
@@ -36,17 +38,28 @@ def load_onnx(model, *, name: str | None = None) -> onnx.ModelProto:
 
 
 def input_shapes(proto: onnx.ModelProto, where: str, overrides: dict | None = None) -> dict:
-    """Static shapes of the graph inputs; a symbolic dimension needs an override."""
+    """Static shapes of the graph inputs; a symbolic dimension needs an override.
+
+    An override (``--input-shape``) may only fix symbolic dimensions: it must
+    name an input of the model, keep its rank and static dimensions (ONNX
+    Runtime refuses any other shape too), and give one value to a dimension
+    name that several inputs share.
+    """
     overrides = overrides or {}
     inits = {i.name for i in proto.graph.initializer}
+    graph_inputs = [inp for inp in proto.graph.input if inp.name not in inits]
+    names = [inp.name for inp in graph_inputs]
+    unknown = [n for n in overrides if n not in names]
+    if unknown:
+        raise ModelImportError(f"{where}: --input-shape {unknown[0]}=...: the model has no input {unknown[0]!r} "
+                               f"(its inputs: {', '.join(names)})")
     shapes = {}
-    for inp in proto.graph.input:
-        if inp.name in inits:
-            continue
-        if inp.name in overrides:
-            shapes[inp.name] = list(overrides[inp.name])
-            continue
+    bound: dict[str, tuple[str, int]] = {}  # dimension name -> (input that set it, value)
+    for inp in graph_inputs:
         dims = inp.type.tensor_type.shape.dim
+        if inp.name in overrides:
+            shapes[inp.name] = _checked_override(inp, list(overrides[inp.name]), bound, where)
+            continue
         bad = [d.dim_param or "?" for d in dims if not d.HasField("dim_value") or d.dim_value <= 0]
         if bad or not inp.type.tensor_type.HasField("shape"):
             raise ModelImportError(
@@ -58,14 +71,50 @@ def input_shapes(proto: onnx.ModelProto, where: str, overrides: dict | None = No
     return shapes
 
 
+def _checked_override(inp, shape: list, bound: dict, where: str) -> list:
+    """``shape`` for ``inp`` if it only fixes symbolic dimensions, consistently with the other overrides."""
+    flag = f"--input-shape {inp.name}={','.join(map(str, shape))}"
+    try:
+        shape = [operator.index(d) for d in shape]  # ints, numpy ints; not floats or strings
+    except TypeError:
+        shape = [0]
+    if not shape or any(d <= 0 for d in shape):
+        raise ModelImportError(f"{where}: {flag}: dimensions must be positive integers")
+    if not inp.type.tensor_type.HasField("shape"):
+        return shape  # the model says nothing about this input's shape
+    dims = inp.type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+    if len(shape) != len(dims):
+        raise ModelImportError(f"{where}: {flag}: input '{inp.name}' has rank {len(dims)} "
+                               f"(dimensions {declared}), not {len(shape)}")
+    for i, (d, value) in enumerate(zip(dims, shape)):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != value:
+            raise ModelImportError(f"{where}: {flag}: dimension {i} of input '{inp.name}' is static, "
+                                   f"{d.dim_value} (dimensions {declared}); only symbolic ones can be set")
+        if d.dim_param:
+            other, known = bound.setdefault(d.dim_param, (inp.name, value))
+            if known != value:
+                raise ModelImportError(
+                    f"{where}: {flag}: dimension '{d.dim_param}' is {value} here but {known} in input "
+                    f"'{other}': the model gives both the same size")
+    return shape
+
+
 def parse_input_shapes(items) -> dict | None:
-    """``["input_ids=1,128", ...]`` (the CLI's ``--input-shape``) as ``{name: [dims]}``."""
+    """``["input_ids=1,128", ...]`` (the CLI's ``--input-shape``) as ``{name: [dims]}``; ValueError names a bad item."""
     shapes = {}
     for item in items:
         name, _, dims = item.partition("=")
-        if not dims:
-            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,...")
-        shapes[name] = [int(d) for d in dims.split(",")]
+        try:
+            shape = [int(d) for d in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not name or not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"--input-shape {item!r}: expected NAME=D0,D1,... with positive integer "
+                             f"dimensions, e.g. input_ids=1,128")
+        if name in shapes:
+            raise ValueError(f"--input-shape {item!r}: input '{name}' is given twice")
+        shapes[name] = shape
     return shapes or None
 
 
@@ -98,6 +147,8 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
         listed = ", ".join(f"node '{n}' ({op})" for n, op in missing[:10])
         raise ModelImportError(f"{where}: operators TVM cannot import: {listed}")
     shapes = input_shapes(proto, where, input_shape_overrides)
+    if input_shape_overrides:
+        _check_shapes_fit(proto, input_shape_overrides, where)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -110,6 +161,38 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
     if keep_params_in_input:
         mod, params = relax.frontend.detach_params(mod)
     return mod, params
+
+
+def _check_shapes_fit(proto: onnx.ModelProto, overrides: dict, where: str) -> None:
+    """ModelImportError naming the ``--input-shape`` shapes when ONNX shape inference fails with them, not without."""
+    reason = _strict_inference_error(proto, overrides)
+    if reason and not _strict_inference_error(proto, {}):
+        given = " ".join(f"{name}={','.join(map(str, dims))}" for name, dims in overrides.items())
+        raise ModelImportError(f"{where}: --input-shape {given}: the shapes do not fit together "
+                               f"(ONNX shape inference: {reason})")
+
+
+def _strict_inference_error(proto: onnx.ModelProto, fixed: dict) -> str | None:
+    """The first error of strict ONNX shape inference with the inputs in ``fixed`` made static, or None."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.value_info[:]  # the exporter's annotations hold the old sizes
+    for out in probe.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    for inp in probe.graph.input:
+        if inp.name in fixed:
+            dims = inp.type.tensor_type.shape.dim
+            del dims[:]
+            for d in fixed[inp.name]:
+                dims.add().dim_value = d
+    try:
+        onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as err:
+        text = str(err).replace("[ShapeInferenceError] Inference error(s): ", "").strip()
+        return text.splitlines()[0] if text else type(err).__name__
+    except Exception:  # noqa: BLE001 - e.g. a model over protobuf's 2 GB: no check rather than no build
+        return None
+    return None
 
 
 def _first_line(err) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
@@ -10,6 +13,18 @@ from tvm import relax
 from fluidml_tvm.pipeline import stages
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+BOARD = Path(os.environ.get("FLUIDML_AARCH64_BOARD", Path.home() / ".cache/fluidml-tvm/aarch64"))
+
+
+@pytest.fixture
+def aarch64_board() -> Path:
+    """The emulated aarch64 board (scripts/setup_aarch64_board.sh): a skip without it, a failure in CI."""
+    if not (BOARD / "READY").is_file():
+        why = f"emulated aarch64 board not set up at {BOARD} (scripts/setup_aarch64_board.sh; `make test` does it)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):  # CI sets the board up: missing is a defect
+            pytest.fail(why)
+        pytest.skip(why)
+    return BOARD
 
 
 def run_stages(mod, *names, target=TARGET, **options):

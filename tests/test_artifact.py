@@ -85,7 +85,8 @@ def test_embedded_weights_form(imported, built, tmp_path):
     info = export_artifact(mod, params, "llvm", tmp_path / "one", embed_weights=True)
     assert not (tmp_path / "one" / "weights.bin").exists()
     assert info.manifest.weights_file is None
-    assert info.manifest.fingerprint == built.manifest.fingerprint  # same weights
+    assert info.manifest.weights == built.manifest.weights  # same weights...
+    assert info.manifest.fingerprint != built.manifest.fingerprint  # ...in another compiled module
     y = runtime.load(built.directory)(X)
     assert np.array_equal(runtime.load(tmp_path / "one")(X), y)
     # The library alone also runs in stock TVM.
@@ -160,3 +161,33 @@ def test_exported_weights_are_packed_once_at_build_time(tmp_path):
         out = model(*feeds.values())
     ref = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0]
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_rebuild_in_place_leaves_a_loaded_model_alone(imported, tmp_path):
+    """Issue 8, item 5: files are replaced by rename, so a serving process keeps its old inodes
+    (rewriting weights.bin in place made it compute with the new weights, or die with SIGBUS)."""
+    mod, params = imported
+    export_artifact(mod, params, "llvm", tmp_path / "live")
+    model = runtime.load(tmp_path / "live")
+    before = model(X)
+    export_artifact(mod, [p.numpy() * 2 for p in params], "llvm", tmp_path / "live")
+    assert np.array_equal(model(X), before)
+    assert not np.array_equal(runtime.load(tmp_path / "live")(X), before)  # a new load sees the rebuild
+    assert sorted(p.name for p in (tmp_path / "live").iterdir()) == ["manifest.json", "model.so", "weights.bin"]
+
+
+def test_switching_to_embedded_weights_drops_the_stale_weights_file(imported, tmp_path):
+    mod, params = imported
+    export_artifact(mod, params, "llvm", tmp_path / "a")
+    export_artifact(mod, params, "llvm", tmp_path / "a", embed_weights=True)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.so"]
+    assert np.array_equal(runtime.load(tmp_path / "a")(X), runtime.load(tmp_path / "a", verify=False)(X))
+
+
+def test_export_onto_a_file_refused_before_the_build(imported, tmp_path, monkeypatch):
+    mod, params = imported
+    (tmp_path / "taken").write_text("not an artifact")
+    monkeypatch.setattr(tvm, "compile", lambda *a, **k: pytest.fail("built before refusing the path"))
+    with pytest.raises(FileExistsError, match="artifact path .*taken exists and is not a directory"):
+        export_artifact(mod, params, "llvm", tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "not an artifact"

@@ -242,16 +242,68 @@ def _cli(*argv):
     return args.func(args)
 
 
-def test_cli_tune_with_the_budget_spent_reports_and_exits_0(copy, tmp_path, capsys):
+def matmul_onnx(path) -> Path:
+    """``Matmul`` as an ONNX file: the same fused kernel, so the ``tuned`` records apply to it."""
     import onnx
 
-    from fluidml_tvm.example_model import build_example_model
+    w = np.random.default_rng(0).standard_normal((K, N)).astype("float32")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["m"]), onnx.helper.make_node("Relu", ["m"], ["y"])], "mm",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [M, K])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [M, N])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return Path(path)
 
-    model = tmp_path / "encoder.onnx"
-    onnx.save(build_example_model(), str(model))
-    assert _cli("tune", str(model), "--trials", "0", "--db", str(copy), "--target", "llvm", "--quiet") == 0
+
+TARGET_JSON = '{"kind": "llvm", "num-cores": 2}'
+
+
+def test_cli_tune_with_the_budget_spent_reports_and_exits_0(copy, tmp_path, capsys):
+    model = matmul_onnx(tmp_path / "mm.onnx")
+    assert _cli("tune", str(model), "--trials", "8", "--db", str(copy), "--target", TARGET_JSON, "--quiet") == 0
     out = capsys.readouterr().out
-    assert f"{copy}: 0 of 0 trials measured" in out and "matmul" in out
+    assert f"{copy}: 8 of 8 trials measured (0 in this run)" in out and "fused_matmul_relu" in out
+
+
+def test_cli_tune_repairs_a_corrupt_database(copy, tmp_path, capsys):
+    path = copy / RECORD_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
+    model = matmul_onnx(tmp_path / "mm.onnx")
+    assert _cli("tune", str(model), "--trials", "7", "--db", str(copy), "--target", TARGET_JSON, "--quiet") == 0
+    out, err = capsys.readouterr()
+    (aside,) = copy.glob(f"{RECORD_FILE}.corrupt-*")
+    assert f"fluidml-tvm: warning: corrupt tuning database in {copy}: dropped 1 unreadable line(s), kept 7" in err
+    assert f"{RECORD_FILE} -> {aside.name}" in err and f"{path}:8: not JSON" in err
+    assert f"{copy}: 7 of 7 trials measured (0 in this run)" in out
+    assert len(open_database(copy, repair=False).get_all_tuning_records()) == 7
+
+
+@pytest.mark.parametrize("flag", ["--trials", "--trials-per-task", "--trials-per-iter", "--rpc-timeout"])
+@pytest.mark.parametrize("value", ["-5", "0", "ten"])
+def test_cli_counts_must_be_positive(flag, value, tmp_path, capsys):
+    argv = ["tune", "m.onnx", "--db", str(tmp_path / "db")] + (["--trials", "8"] if flag != "--trials" else [])
+    with pytest.raises(SystemExit) as info:
+        _cli(*argv, flag, value)
+    assert info.value.code == 2
+    assert f"argument {flag}: expected a positive integer, got" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
+
+
+def test_tuning_dependencies_are_declared():
+    """tune runs MetaSchedule's popen workers and RPC: every package of those TVM extras is a dependency."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    def name(requirement):
+        return re.split(r"[<>=!~\[;\s]", requirement, maxsplit=1)[0].lower()
+
+    declared = {name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    needed = {name(r) for r in importlib.metadata.requires("apache-tvm")
+              if re.search(r'extra == "(meta-schedule|popen-pool|rpc)"', r)}
+    assert needed and needed <= declared, f"not declared in pyproject.toml: {sorted(needed - declared)}"
 
 
 def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
@@ -297,3 +349,37 @@ def build_packed(mod, database):
         final = tvm.transform.Sequential([p for name in STAGES[:-2] for p in parts[name]])(mod)
         return final, tvm.compile(mod, TARGET, relax_pipeline=tvm.transform.Sequential(
             [p for name in STAGES for p in parts[name]]))
+
+
+def test_a_missing_package_is_named_not_a_resumable_stop(tmp_path):
+    shadow = tmp_path / "shadow" / "cloudpickle"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'cloudpickle'\", name='cloudpickle')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shadow.parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fluidml_tvm.cli", "tune", str(matmul_onnx(tmp_path / "mm.onnx")), "--trials", "4",
+         "--trials-per-iter", "4", "--db", str(tmp_path / "db"), "--target", TARGET_JSON, "--quiet"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fluidml-tvm: error: tuning needs the Python package 'cloudpickle', which is not installed "
+        "(pip install cloudpickle)")
+    assert "run the same tuning again" not in proc.stderr
+
+
+def test_tune_and_optimize_default_to_the_same_target():
+    import argparse
+
+    from fluidml_tvm.cli import _build_options
+    from fluidml_tvm.tuning.cli import add_tune_parser
+
+    tune_parser = add_tune_parser(argparse.ArgumentParser().add_subparsers())
+    optimize_parser = argparse.ArgumentParser()
+    _build_options(optimize_parser)
+    assert tune_parser.get_default("target") == optimize_parser.get_default("target") == "host"
+
+
+def test_a_target_without_a_core_count_is_named(tmp_path, capsys):
+    model = matmul_onnx(tmp_path / "mm.onnx")
+    assert _cli("tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"), "--target", "llvm") == 2
+    assert 'error: --target llvm: tuning needs the device\'s core count: add "num-cores"' in capsys.readouterr().err

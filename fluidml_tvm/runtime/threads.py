@@ -15,9 +15,13 @@ import os
 ENV = "TVM_NUM_THREADS"
 
 
+def usable_cpus() -> int:
+    """How many CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def use_all_cores() -> int:
     """Set ``TVM_NUM_THREADS`` to the usable CPUs unless it is set; return the thread count."""
     if not os.environ.get(ENV):
-        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        os.environ[ENV] = str(len(usable))
+        os.environ[ENV] = str(usable_cpus())
     return int(os.environ[ENV])

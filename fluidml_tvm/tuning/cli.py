@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 
@@ -15,12 +16,13 @@ def add_tune_parser(subparsers):
                     "command again to continue.")
     p.add_argument("model", help="path of an ONNX model with static input shapes")
     p.add_argument("--db", required=True, metavar="DIR", help="tuning database directory (created if missing)")
-    p.add_argument("--trials", type=int, required=True, metavar="N",
+    p.add_argument("--trials", type=_positive_int, required=True, metavar="N",
                    help="measured candidates wanted in DIR over all kernels, records already there included")
-    p.add_argument("--trials-per-task", type=int, metavar="N", help="stop tuning a kernel at N records")
-    p.add_argument("--trials-per-iter", type=int, default=16, metavar="N", help="candidates per batch (16)")
-    p.add_argument("--target", default="x86-64",
-                   help="TVM target: a kind ('llvm'), JSON, or a preset (x86-64, aarch64); default x86-64")
+    p.add_argument("--trials-per-task", type=_positive_int, metavar="N", help="stop tuning a kernel at N records")
+    p.add_argument("--trials-per-iter", type=_positive_int, default=16, metavar="N", help="candidates per batch (16)")
+    p.add_argument("--target", default="host",
+                   help="TVM target: JSON with num-cores, or a preset (host = this CPU, x86-64 = AVX2, aarch64); "
+                        "default host, as for optimize")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--op", action="append", default=[], metavar="NAME",
@@ -29,7 +31,7 @@ def add_tune_parser(subparsers):
                    help="tune the kernels over packed weight layouts (what builds with FluidML kernels use)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a device behind this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the device key registered at the tracker")
-    p.add_argument("--rpc-timeout", type=int, default=60, metavar="SEC",
+    p.add_argument("--rpc-timeout", type=_positive_int, default=60, metavar="SEC",
                    help="seconds one remote measurement may take (60)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_tune)
@@ -41,13 +43,13 @@ def run_tune(args) -> int:
     from ..frontend import ModelImportError, parse_input_shapes
     from ..targets import UnknownTargetError
     from ..schedule.database import CorruptDatabaseError
+    from .rpc import TrackerUnreachable, remote_measurement
     from .tune import TuningInterrupted, tune
 
     try:
+        input_shapes = parse_input_shapes(args.input_shape)
         runner = callbacks = None
         if args.rpc_tracker or args.rpc_key:
-            from .rpc import remote_measurement
-
             runner, callbacks = remote_measurement(args.rpc_tracker or "", args.rpc_key or "",
                                                    session_timeout_sec=args.rpc_timeout)
         where = f"RPC device '{args.rpc_key}'" if runner else "this machine"
@@ -57,7 +59,7 @@ def run_tune(args) -> int:
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
             report = tune(args.model, args.target, args.db, args.trials, trials_per_task=args.trials_per_task,
-                          trials_per_iter=args.trials_per_iter, input_shapes=parse_input_shapes(args.input_shape),
+                          trials_per_iter=args.trials_per_iter, input_shapes=input_shapes,
                           op_names=args.op or None, packed=args.packed, runner=runner, extra_callbacks=callbacks,
                           progress=not args.quiet)
     except KeyboardInterrupt:
@@ -65,12 +67,23 @@ def run_tune(args) -> int:
     except TuningInterrupted as err:
         print(f"fluidml-tvm: tuning stopped: {err}", file=sys.stderr)
         return 3
-    except (ModelImportError, UnknownTargetError, CorruptDatabaseError, ValueError) as err:
+    except (ModelImportError, UnknownTargetError, CorruptDatabaseError, TrackerUnreachable, ImportError,
+            ValueError) as err:
         print(f"fluidml-tvm: error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
     print("done" if report.complete else "budget left: run again to continue")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -17,6 +17,7 @@ from ..frontend import onnx_to_relax
 from ..schedule.database import count_records, open_database
 from ..targets import cross_compiler, describe
 from .builder import fast_local_builder
+from .failures import StopWhenAllFail, TuningInterrupted
 from .intrinsics import register_cpu_intrinsics
 from .tasks import extract_tasks, fuse
 
@@ -58,10 +59,6 @@ class TuningReport:
         return "\n".join(lines)
 
 
-class TuningInterrupted(RuntimeError):
-    """Tuning stopped early; every record measured until then is in the database."""
-
-
 def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = None,
          trials_per_iter: int = 16, input_shapes: dict | None = None, op_names: list[str] | None = None,
          builder: ms.builder.Builder | None = None, runner: ms.runner.Runner | None = None,
@@ -88,11 +85,16 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
     """
-    target = describe(target)
+    given, target = target, describe(target)
+    if target.cpu and not target.target.attrs.get("num-cores"):  # MetaSchedule fails deep inside
+        raise ValueError(f"--target {given if isinstance(given, str) else target}: tuning needs the device's "
+                         'core count: add "num-cores": N, or use a preset (host, x86-64, aarch64)')
     register_cpu_intrinsics(target.target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     per_task = trials_per_task or trials
+    # Repaired before anything reads it: the build stages below apply this database too.
+    database = open_database(work_dir)
     if packed:
         mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
         if runner is None and cross_compiler(target) is None:
@@ -106,7 +108,6 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
                               database=work_dir)
     if not extracted:
         raise ValueError("the model has no kernels to tune (every PrimFunc is already scheduled)")
-    database = open_database(work_dir)
     done = [count_records(database, t.dispatched[0]) for t in extracted]
     measured_before = sum(min(d, per_task) for d in done)
     todo = [i for i, d in enumerate(done) if d < per_task]
@@ -160,6 +161,7 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
     contexts, weights = _contexts(chosen, work_dir, search, seed, quiet=progress)
     bar = tqdm(total=trials, initial=measured_before, unit="trial", desc="tuning",
                disable=not progress, dynamic_ncols=True)
+    extra_callbacks = [*extra_callbacks, StopWhenAllFail()]  # a session that measures nothing is an error
     callbacks = list(extra_callbacks) + list(ms.MeasureCallback.create("default")) + [_Progress(bar, chosen)]
     try:
         ms.tune_tasks(
@@ -169,7 +171,7 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
             max_trials_global=remaining,
             max_trials_per_task=per_task,
             num_trials_per_iter=trials_per_iter,
-            builder=builder or fast_local_builder(),
+            builder=builder or fast_local_builder(target=target),
             runner=runner or ms.runner.LocalRunner(),
             database=database,
             cost_model=ms.cost_model.XGBModel(num_tuning_cores=contexts[0].num_threads),
@@ -184,6 +186,9 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
         if isinstance(err, KeyboardInterrupt):
             print(f"tuning interrupted: {where}", file=sys.stderr, flush=True)
             raise
+        if isinstance(err, ImportError) and err.name:  # a broken install: running again fails the same way
+            raise ModuleNotFoundError(f"tuning needs the Python package '{err.name}', which is not installed "
+                                      f"(pip install {err.name})", name=err.name) from err
         # A callback that stops tuning keeps its exception in ``stopped``: the FFI hands
         # Python exceptions raised inside MetaSchedule back as plain RuntimeErrors.
         cause = next((c.stopped for c in extra_callbacks if getattr(c, "stopped", None) is not None), err)
