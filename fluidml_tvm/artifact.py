@@ -3,6 +3,7 @@
 An artifact is a directory::
 
     model.so       the compiled Relax VM executable (``main(inputs..., weights...)``)
+    model.cl       for an OpenCL target, the kernels' OpenCL C source (also inside model.so)
     weights.bin    the weights after ``main_transform_params``, raw, 64-byte aligned
                    (format in :mod:`fluidml_tvm.runtime.weights`)
     manifest.json  inputs (name, shape, dtype), weight table (name, shape, dtype, offset,
@@ -133,6 +134,7 @@ def export_artifact(
             library_sha256 = sha256_of(fd, info.st_size)  # of the bytes renamed into place
         finally:
             os.close(fd)
+    write_device_source(executable, directory / LIBRARY_FILE)
     if not embed_weights:
         write_weights(directory / WEIGHTS_FILE, entries, weights, stamp, size)
     manifest = Manifest(
@@ -150,6 +152,27 @@ def export_artifact(
     if embed_weights:
         (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
     return ArtifactInfo(directory, manifest, executable, weights)
+
+
+# The file suffix of each device code kind whose source is written beside a library.
+DEVICE_SOURCE_SUFFIX = {"opencl": ".cl"}
+
+
+def write_device_source(executable, library: str | Path) -> Path | None:
+    """Write the device kernels' source (OpenCL C) beside ``library`` (``model.so`` -> ``model.cl``).
+
+    The library embeds it too; the copy is for reading and for a board's
+    toolchain.  Returns the file written, or None for a CPU-only build.
+    """
+    stack = [executable.mod]
+    while stack:
+        module = stack.pop()
+        if module.kind in DEVICE_SOURCE_SUFFIX:
+            path = Path(library).with_suffix(DEVICE_SOURCE_SUFFIX[module.kind])
+            path.write_text(module.inspect_source())
+            return path
+        stack.extend(module.imports)
+    return None
 
 
 def _ordered_params(

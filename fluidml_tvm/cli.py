@@ -25,7 +25,14 @@ def main(argv=None) -> int:
     from .tuning.cli import add_tune_parser
 
     add_tune_parser(sub)
+    sub.add_parser("targets", help="list the target presets (--target NAME) and what each means")
     args = parser.parse_args(argv)
+    if args.command == "targets":
+        from .targets import preset_meanings
+
+        for name, meaning in preset_meanings().items():
+            print(f"{name:15} {meaning}")
+        return 0
     use_all_cores()
     if args.command == "tune":
         return args.func(args)
@@ -46,8 +53,8 @@ def _build_options(p, output_required=True):
     p.add_argument("-o", "--output", required=output_required,
                    help="artifact directory, or FILE.so for one library with the weights inside")
     p.add_argument("--target", default="host",
-                   help="TVM target: a kind ('llvm'), JSON, or a preset (host = this CPU, x86-64 = AVX2, "
-                        "aarch64, mali, adreno)")
+                   help="TVM target: a kind ('llvm'), JSON, or a preset (host = this CPU; "
+                        "`fluidml-tvm targets` lists the others)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--planner", default="best", help="memory planner (default: best of the arena heuristics)")

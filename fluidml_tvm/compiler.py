@@ -25,8 +25,11 @@ class CompileResult:
     target: tvm.target.Target
 
     def export_library(self, path, **kwargs) -> None:
-        """One file: code and weights (bound as constants) together."""
+        """One file: code and weights (bound as constants) together; an OpenCL build's source beside it."""
+        from .artifact import write_device_source
+
         self.executable.export_library(str(path), **kwargs)
+        write_device_source(self.executable, path)
 
     def __iter__(self):  # ``ex, report = fluidml_tvm.compile(...)``
         return iter((self.executable, self.report))

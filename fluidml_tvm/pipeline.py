@@ -8,7 +8,7 @@ from tvm import relax
 from .layout.costs import KernelCosts, LayoutCostDatabase
 from .targets import describe
 from .transform import (ApplyTuningDatabase, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
-                        ScheduleKernels)
+                        ScheduleGPUKernels, ScheduleKernels)
 
 # The order the stages run in.
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
@@ -45,16 +45,21 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     pipe = relax.pipeline
     costs = LayoutCostDatabase.for_build(database)
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
-    return {
-        "pack": pack + ([PackWeights(target, costs)] if kernels else []),
-        "fuse": pipe.library_dispatch_passes(target.target)
-        + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
-        "tuned": [ApplyTuningDatabase(target, database)],
-        "schedule": [ScheduleKernels(target)] if kernels else [],
-        "plan": [FluidMLPlan(target, **plan_options)],
-        "lower": _dataflow_lower_passes(target.target),
-        "finalize": pipe.finalize_passes(target.target),
-    }
+    # A GPU kernel runs only once scheduled (threads bound), so the GPU rules run even with kernels=False.
+    schedule = [ScheduleKernels(target)] if kernels else []
+    if not target.cpu:
+        schedule = [ScheduleGPUKernels(target)]
+    with target.target:  # TVM's Adreno passes read the target in scope when they are constructed
+        return {
+            "pack": pack + ([PackWeights(target, costs)] if kernels else []),
+            "fuse": pipe.library_dispatch_passes(target.target)
+            + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
+            "tuned": [ApplyTuningDatabase(target, database)],
+            "schedule": schedule,
+            "plan": [FluidMLPlan(target, **plan_options)],
+            "lower": _dataflow_lower_passes(target.target),
+            "finalize": pipe.finalize_passes(target.target),
+        }
 
 
 def get_pipeline(target, **options) -> tvm.transform.Pass:
@@ -77,10 +82,37 @@ def get_pipeline(target, **options) -> tvm.transform.Pass:
 def _legalize_passes(target, fold_costs) -> list:
     """TVM's legalize stage; with ``fold_costs``, FoldLayoutKernels (deciding with them) before FuseTIR."""
     passes = list(relax.pipeline.legalize_passes(target.target))
+    if not target.cpu:
+        passes = _gpu_legalize_passes(passes)
     if fold_costs is not None:
         at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
         passes.insert(at, FoldLayoutKernels(target=target, costs=fold_costs))
     return passes
+
+
+def _gpu_legalize_passes(passes: list) -> list:
+    """TVM's GPU legalize stage without its default schedules (ScheduleGPUKernels schedules, after
+    the tuning database), and with grouped convs kept out of Adreno's texture layout."""
+    kept = []
+    for p in passes:
+        if p.info.name == "ApplyDefaultSchedule":
+            continue
+        if p.info.name == "ConvertLayout":
+            # TVM 0.27 legalizes an NCHW4c grouped (depthwise) conv2d with the dense conv's
+            # compute and divides by zero; grouped convs stay NCHW in global buffers.
+            p = relax.transform.ConvertLayout({"relax.nn.conv2d": TEXTURE_CONV_LAYOUTS}, _texture_layouts)
+        kept.append(p)
+    return kept
+
+
+# The layouts TVM's Adreno texture pipeline gives conv2d (data, weight, output).
+TEXTURE_CONV_LAYOUTS = ["NCHW4c", "OIHW4o", "NCHW4c"]
+
+
+def _texture_layouts(call) -> dict:
+    if call.op.name == "relax.nn.conv2d" and call.attrs.groups != 1:
+        return {"relax.nn.conv2d": ["NCHW", "OIHW", "NCHW"]}
+    return {"relax.nn.conv2d": TEXTURE_CONV_LAYOUTS}
 
 
 def _dataflow_lower_passes(target):

@@ -17,15 +17,50 @@ from pathlib import Path
 import tvm
 from tvm.target.codegen import llvm_cpu_has_features
 
+_AARCH64_LINUX = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+_AARCH64_ANDROID = {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named target: ``spec`` (a TVM tag or target dict), its ``host`` (None: none) and what it means."""
+
+    spec: str | dict
+    meaning: str
+    host: dict | None = None
+
+
 # Short names for the boards this package is built for; anything else is a TVM target.
 PRESETS = {
-    "x86-64": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},
-    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4},  # Pi 4/5
-    "mali": {"kind": "opencl", "device": "mali",
-             "host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}},
-    "adreno": {"kind": "opencl", "device": "adreno",
-               "host": {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]}},
+    "x86-64": Preset({"kind": "llvm", "mcpu": "haswell", "num-cores": 2},
+                     "any x86-64 CPU with AVX2+FMA (Haswell or later), 2 threads"),
+    "aarch64": Preset({**_AARCH64_LINUX, "num-cores": 4},
+                      "any 64-bit ARM Linux board with NEON, 4 threads (Pi 4/5 class)"),
+    "rpi4": Preset("raspberry-pi/4b-aarch64",
+                   "Raspberry Pi 4 Model B, 64-bit OS: Cortex-A72, NEON, 4 threads (TVM's tag)"),
+    "rpi5": Preset({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76",
+                    "mattr": ["+neon", "+dotprod", "+fullfp16"], "num-cores": 4},
+                   "Raspberry Pi 5, 64-bit OS: Cortex-A76, NEON + dot product + fp16, 4 threads"),
+    # TVM's arm/rk3399 tag names no CPU or core count; the two A72s are the fast cluster
+    # (threads spread over the four A53s too would wait for the slow cores).
+    "rk3399": Preset({**_AARCH64_LINUX, "mcpu": "cortex-a72", "model": "rk3399", "device": "arm_cpu",
+                      "num-cores": 2},
+                     "Rockchip RK3399 boards (Rock Pi 4, Pinebook Pro): its 2 Cortex-A72 cores, NEON"),
+    "android-arm64": Preset({**_AARCH64_ANDROID, "num-cores": 4},
+                            "a 64-bit Android phone's CPU: NEON, 4 threads (its big cores); links with the NDK"),
+    "mali": Preset({"kind": "opencl", "device": "mali"},
+                   "an ARM Mali GPU through OpenCL (RK3399, RK3588, ...), host code for aarch64 Linux",
+                   _AARCH64_LINUX),
+    "adreno": Preset("qcom/adreno-opencl",
+                     "a Qualcomm Adreno GPU through OpenCL, buffers only (TVM's tag), Android host; links with the NDK",
+                     _AARCH64_ANDROID),
+    "adreno-texture": Preset("qcom/adreno-opencl-texture",
+                             "a Qualcomm Adreno GPU through OpenCL with conv2d in texture memory (NCHW4c, "
+                             "TVM's tag), Android host; links with the NDK", _AARCH64_ANDROID),
 }
+
+# The command that links a library for an Android host: the NDK's clang, as tvm.support.ndk reads it.
+NDK_CC = "TVM_NDK_CC"
 
 # The repository's top-level schedules/<architecture>/ directories: shipped tuning
 # records (MetaSchedule's and the layout costs) for one architecture each.
@@ -46,6 +81,10 @@ class UnknownTargetError(ValueError):
     """A target string TVM does not understand."""
 
 
+class MissingToolchainError(ValueError):
+    """The compiler that links a library for the target is not installed or not named."""
+
+
 @dataclass(frozen=True)
 class TargetDescription:
     """Everything a build asks about its target.
@@ -59,7 +98,8 @@ class TargetDescription:
     ``architecture`` names its shipped ``schedules/`` directory (None: none
     applies); ``triple`` is the host triple the library runs on (``""``: this
     machine's); ``linker`` the cross compiler's command (None: this machine's
-    own); ``runtime_library`` what the device needs to load the library.
+    own; ``$TVM_NDK_CC`` for an Android host, read when linking);
+    ``runtime_library`` what the device needs to load the library.
     """
 
     target: tvm.target.Target
@@ -85,9 +125,16 @@ class TargetDescription:
         """The ``fcompile`` for ``export_library`` when the library does not run here, else None."""
         if self.linker is None:
             return None
+        if self.android:
+            return _ndk_compiler(self.triple)
         from tvm.support import cc
 
         return cc.cross_compiler(self.linker)
+
+    @property
+    def android(self) -> bool:
+        """Whether the library runs on Android (bionic libc): only the NDK links it."""
+        return "-android" in self.triple
 
     @property
     def schedules_dir(self) -> Path | None:
@@ -100,7 +147,7 @@ class TargetDescription:
 
 def describe(target) -> TargetDescription:
     """The description of ``target``: a TargetDescription (returned as it is), a ``tvm.target.Target``,
-    a dict, a TVM target string, JSON or a preset name (``host``, ``x86-64``, ``aarch64``, ``mali``, ``adreno``)."""
+    a dict, a TVM target string, JSON or a preset name (``host`` or one of :data:`PRESETS`)."""
     if isinstance(target, TargetDescription):
         return target
     target = _tvm_target(target)
@@ -109,7 +156,7 @@ def describe(target) -> TargetDescription:
     triple = str(host.attrs.get("mtriple", "") or "")
     isa, lanes, registers = _vector_unit(target) if kind == "llvm" else ("", 4, 16)
     cores = (int(target.attrs.get("num-cores", 0) or 0) or 1) if kind == "llvm" else 1
-    linker = f"{triple.replace('-android', '-linux-gnu')}-gcc" if triple.startswith("aarch64") else None
+    linker = _linker(triple)
     return TargetDescription(
         target=target,
         kind=kind,
@@ -136,6 +183,11 @@ def cross_compiler(target):
     return describe(target).cross_compiler
 
 
+def preset_meanings() -> dict[str, str]:
+    """Every preset name (``host`` first) with what it means."""
+    return {"host": "this machine's CPU, all its cores", **{name: p.meaning for name, p in PRESETS.items()}}
+
+
 def host_target() -> dict:
     """This machine's CPU: plain ``llvm`` would compile for the baseline ISA (SSE2 on x86)."""
     from tvm.target import codegen
@@ -148,11 +200,12 @@ def _tvm_target(target) -> tvm.target.Target:
         return target
     if target == "host":
         return tvm.target.Target(host_target())
-    spec = PRESETS.get(target, target) if isinstance(target, str) else target
+    preset = PRESETS.get(target) if isinstance(target, str) else None
+    spec = preset.spec if preset else target
     try:
         if isinstance(spec, str) and spec.lstrip().startswith("{"):
             spec = json.loads(spec)
-        return tvm.target.Target(spec)
+        return tvm.target.Target(spec, preset.host) if preset and preset.host else tvm.target.Target(spec)
     except Exception as err:  # TVM raises several error types for a bad target
         raise UnknownTargetError(
             f"unknown target {target!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
@@ -205,8 +258,39 @@ def _architecture(target) -> str | None:
     return None
 
 
+def _linker(triple: str) -> str | None:
+    """The command that links for ``triple`` (None: this machine's own compiler)."""
+    if "-android" in triple:
+        return f"${NDK_CC}"  # read when linking, as tvm.support.ndk does
+    if triple.startswith(("aarch64", "arm64")):
+        return "aarch64-linux-gnu-gcc"
+    return None
+
+
+def _ndk_compiler(triple: str):
+    """``tvm.support.ndk.create_shared`` as an ``fcompile``, or a clear error when no NDK is named."""
+    from tvm.support import cc, ndk
+
+    compiler = os.environ.get(NDK_CC)
+    if not compiler:
+        raise MissingToolchainError(
+            f"{triple} libraries link only with the Android NDK: install it "
+            "(https://developer.android.com/ndk/downloads) and set "
+            f"{NDK_CC}=$ANDROID_NDK/toolchains/llvm/prebuilt/linux-x86_64/bin/aarch64-linux-android28-clang")
+
+    def create_shared(output, objects, options=None):
+        ndk.create_shared(output, objects, options)
+
+    # tvm.support.ndk computes its triple once at import; this one follows the variable.
+    create_shared.output_format = "so"
+    create_shared.get_target_triple = cc.get_target_by_dump_machine(compiler)
+    return create_shared
+
+
 def _runtime_library(kind: str, triple: str) -> str:
     where = f"built for {triple}" if triple else "of this machine"
+    if "-android" in triple:
+        where += " with the NDK (TVM's apps/android_rpc builds one)"
     if kind == "opencl":
         # The PyPI wheels are built without OpenCL.
         return f"libtvm_runtime.so {where} with OpenCL (USE_OPENCL=ON; the apache-tvm wheel has none)"

@@ -8,8 +8,8 @@ import pytest
 import tvm
 from tvm import relax
 
-from fluidml_tvm.targets import (SCHEDULES_DIR, TargetDescription, UnknownTargetError, cross_compiler, describe,
-                                 resolve_target)
+from fluidml_tvm.targets import (SCHEDULES_DIR, MissingToolchainError, TargetDescription, UnknownTargetError,
+                                 cross_compiler, describe, preset_meanings, resolve_target)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,14 +73,77 @@ def test_every_spelling_gives_the_same_description_and_a_description_is_kept():
 
 
 def test_an_unknown_target_names_the_presets():
-    with pytest.raises(UnknownTargetError, match="unknown target 'nonsense'.*preset: host, aarch64, adreno, mali, x86-64"):
+    with pytest.raises(UnknownTargetError, match="unknown target 'nonsense'.*preset: host, aarch64, adreno, .*rpi5, x86-64"):
         describe("nonsense")
+
+
+def test_board_presets_carry_their_cpu_cores_and_meaning():
+    expect = {"rpi4": ("cortex-a72", 4), "rpi5": ("cortex-a76", 4), "rk3399": ("cortex-a72", 2)}
+    for name, (mcpu, cores) in expect.items():
+        board = describe(name)
+        assert (board.target.attrs["mcpu"], board.cores, board.isa, board.linker) == (
+            mcpu, cores, "neon", "aarch64-linux-gnu-gcc"), name
+    assert "+dotprod" in list(describe("rpi5").target.attrs["mattr"])
+    assert describe("aarch64").cores == 4  # MetaSchedule needs num-cores for a remote board
+    assert describe("android-arm64").triple == "aarch64-linux-android"
+    adreno, texture = describe("adreno"), describe("adreno-texture")
+    assert "adreno" in adreno.target.keys and "texture" not in adreno.target.keys
+    assert "texture" in texture.target.keys and texture.triple == "aarch64-linux-android"
+    assert describe("mali").target.attrs["device"] == "mali" and describe("mali").triple == "aarch64-linux-gnu"
+    assert all(meaning for meaning in preset_meanings().values())
+
+
+def test_targets_command_lists_every_preset_with_its_meaning(capsys):
+    from fluidml_tvm.cli import main
+
+    assert main(["targets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(preset_meanings())
+    assert any(line.startswith("rpi5") and "Cortex-A76" in line for line in lines)
+
+
+def test_android_links_with_the_ndk_and_never_the_gnu_toolchain(monkeypatch):
+    phone = describe({"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]})
+    assert phone.android and phone.linker == "$TVM_NDK_CC"  # was "aarch64-linux-linux-gnu-gcc"
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    for target in (phone, "android-arm64", "adreno"):
+        with pytest.raises(MissingToolchainError, match="Android NDK.*TVM_NDK_CC="):
+            cross_compiler(target)
+    monkeypatch.setenv("TVM_NDK_CC", "aarch64-linux-gnu-gcc")  # stand-in: proves the build path only
+    assert cross_compiler(phone).get_target_triple().startswith("aarch64")
+
+
+def test_android_export_links_with_the_compiler_named_by_tvm_ndk_cc(tmp_path, monkeypatch):
+    from fluidml_tvm.artifact import export_artifact
+
+    standin = tmp_path / "ndk-cc"  # records that it ran, then links with the aarch64 cross gcc
+    standin.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\nexec aarch64-linux-gnu-gcc "$@"\n')
+    standin.chmod(0o755)
+    monkeypatch.setenv("TVM_NDK_CC", str(standin))
+    mod = _matmul_module()
+    export_artifact(mod, [np.ones((4, 3), "float32")], "android-arm64", tmp_path / "a",
+                    fcompile=cross_compiler("android-arm64"))
+    calls = (tmp_path / "calls").read_text()
+    assert "-shared" in calls
+    elf = (tmp_path / "a" / "model.so").read_bytes()
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
 
 
 def test_export_artifact_takes_a_preset_name(tmp_path):
     from fluidml_tvm import runtime
     from fluidml_tvm.artifact import export_artifact
 
+    mod = _matmul_module()
+    weight = np.arange(12, dtype="float32").reshape(4, 3)
+    info = export_artifact(mod, [weight], "host", tmp_path / "a")
+    assert info.manifest.target == str(resolve_target("host"))
+    data = np.ones((2, 4), "float32")
+    with runtime.load(tmp_path / "a") as model:
+        np.testing.assert_allclose(model(data), data @ weight, rtol=1e-6)
+
+
+def _matmul_module():
+    """``main(x, w) = x @ w`` with one input, as ``from_onnx(keep_params_in_input=True)`` makes it."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((2, 4), "float32"))
     w = relax.Var("w", relax.TensorType((4, 3), "float32"))
@@ -90,9 +153,4 @@ def test_export_artifact_takes_a_preset_name(tmp_path):
         bb.emit_func_output(y)
     mod = bb.get()
     mod["main"] = mod["main"].with_attr("num_input", 1)
-    weight = np.arange(12, dtype="float32").reshape(4, 3)
-    info = export_artifact(mod, [weight], "host", tmp_path / "a")
-    assert info.manifest.target == str(resolve_target("host"))
-    data = np.ones((2, 4), "float32")
-    with runtime.load(tmp_path / "a") as model:
-        np.testing.assert_allclose(model(data), data @ weight, rtol=1e-6)
+    return mod

@@ -9,8 +9,10 @@ from .fold_layout_kernels import FoldLayoutKernels
 from .lift_kernel_scratch import LiftKernelScratch
 from .pack_weights import PackWeights
 from .reorder_for_memory import ReorderForMemory
+from .schedule_gpu_kernels import ScheduleGPUKernels
 from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
 __all__ = ["ApplyTuningDatabase", "FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory",
-           "WriteIntoOutput", "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]
+           "WriteIntoOutput", "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "ScheduleGPUKernels",
+           "PipelinePlacementError"]
