@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import tvm
 from tvm import tirx
+from tvm.s_tir import dlight as dl
 
+from ..analysis.schedule_rules import RULE_ATTR
 from ..targets import describe
 from .gpu_window import WindowReduction
 
-from ..analysis.schedule_rules import RULE_ATTR
 SCHEDULED_ATTR = "tirx.is_scheduled"
 
 # dlight's rule that gives each output element one thread: heavy kernels must not get it.
@@ -24,8 +25,6 @@ WINDOW = "fluidml.WindowReduction"
 
 def gpu_rules(target) -> list[tuple[str, object]]:
     """(name, dlight ScheduleRule) in the order they are tried for ``target``."""
-    from tvm.s_tir import dlight as dl
-
     target = describe(target)
     rules = []
     if "texture" in target.target.keys:
@@ -46,8 +45,10 @@ def schedule_gpu_function(func: tirx.PrimFunc, target) -> tuple[tirx.PrimFunc, s
         try:
             space = rule.apply(func, tvm_target, False)
         except (tvm.error.TVMError, RuntimeError, ValueError, IndexError, AssertionError):
-            # A rule that fails on a kernel it claims (TVM 0.27's Adreno conv2d divides by
-            # zero on a depthwise conv) leaves it to the next rule.
+            # One of TVM's rules failing on a kernel it claims (TVM 0.27's Adreno conv2d divides
+            # by zero on a depthwise conv) leaves it to the next rule; a failure of ours is a bug.
+            if name == WINDOW:
+                raise
             continue
         if space is None:
             continue
