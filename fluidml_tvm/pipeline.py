@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 
 from .targets import resolve_target
-from .transform import ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights, ScheduleKernels
+from .transform import CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights, ScheduleKernels
 from .tuning import ApplyTuningDatabase
 from .tuning.layout_costs import KernelCosts, LayoutCostDatabase
 
@@ -15,7 +15,7 @@ STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
 def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure: bool = False,
-           **plan_options) -> dict:
+           index_checks: bool = True, **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
     ``pack`` re-lays matmul/conv weights out (while the constants and their
@@ -35,7 +35,9 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     yet, and appends the records to ``database`` (what ``fluidml-tvm tune
     --packed`` does); ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
-    error ~1e-6); ``plan_options`` go to :class:`FluidMLPlan`.
+    error ~1e-6); ``index_checks=False`` leaves gathers unchecked (:class:`CheckIndices`
+    makes an out-of-range index raise instead of reading out of bounds);
+    ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = resolve_target(target)
     pipe = relax.pipeline
@@ -43,7 +45,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
         "pack": pack + [PackWeights(target, costs)] if kernels else [],
-        "fuse": pipe.library_dispatch_passes(target)
+        "fuse": ([CheckIndices()] if index_checks else []) + pipe.library_dispatch_passes(target)
         + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
         "tuned": [ApplyTuningDatabase(database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],

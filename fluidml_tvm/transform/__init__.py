@@ -1,6 +1,7 @@
 """FluidML passes for TVM Relax pipelines."""
 
 from ..analysis.phase import PipelinePlacementError
+from .check_indices import CheckIndices
 from .fluidml_plan import FluidMLPlan
 from .plan_memory import PlanMemory
 from .expand_integer_power import ExpandIntegerPower
@@ -11,5 +12,5 @@ from .reorder_for_memory import ReorderForMemory
 from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
-__all__ = ["FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory", "WriteIntoOutput",
+__all__ = ["CheckIndices", "FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory", "WriteIntoOutput",
            "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "PipelinePlacementError"]

@@ -1,0 +1,37 @@
+"""TVM's ONNX importer, with each gather call labelled by the ONNX node it came from.
+
+TVM's importer keeps no node names; an index error (``CheckIndices``) should say
+which node read out of range. This importer differs from TVM's only in
+``_convert_operator``: the Relax call a Gather, GatherElements or GatherND
+node becomes carries ``"<op> node '<name>'"`` in its span, where
+:func:`fluidml_tvm.analysis.gather_indices.onnx_label` reads it back.
+"""
+
+from __future__ import annotations
+
+import onnx
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+from .analysis.gather_indices import GATHER_OPS, ONNX_LABEL_PREFIX
+
+ONNX_GATHERS = ("Gather", "GatherElements", "GatherND")
+
+
+def from_onnx(model: onnx.ModelProto, shape_dict: dict, *, keep_params_in_input: bool = False) -> tvm.IRModule:
+    """``tvm.relax.frontend.onnx.from_onnx`` (the model's own opset, float32 defaults), gathers labelled."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    importer = _LabellingImporter(shape_dict, "float32", keep_params_in_input=keep_params_in_input, sanitize=True)
+    return importer.from_onnx(model.graph, opset)
+
+
+class _LabellingImporter(ONNXGraphImporter):
+    def _convert_operator(self, op_name, inputs, attrs, opset):
+        sym = super()._convert_operator(op_name, inputs, attrs, opset)
+        if (op_name in ONNX_GATHERS and isinstance(sym, relax.Call) and isinstance(sym.op, tvm.ir.Op)
+                and sym.op.name in GATHER_OPS):
+            label = f"{op_name} node '{attrs['tvm_custom']['name']}'"
+            span = tvm.ir.Span(tvm.ir.SourceName(ONNX_LABEL_PREFIX + label), 0, 0, 0, 0)
+            sym = self.bb.normalize(relax.Call(sym.op, sym.args, sym.attrs, sym.ty_args, span))
+        return sym
