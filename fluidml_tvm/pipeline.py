@@ -18,7 +18,8 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
            index_checks: bool = True, **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
-    ``pack`` re-lays matmul/conv weights out (while the constants and their
+    ``pack`` makes every gather check its indices (:class:`CheckIndices`), then
+    re-lays matmul/conv weights out (while the constants and their
     transposes are still visible), in the layouts the layout planner picks
     from the measured costs in ``database`` (a directory) and ``schedules/``;
     ``fuse`` is TVM's dispatch, legalization, constant folding (which folds
@@ -44,8 +45,9 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     costs = LayoutCostDatabase.for_build(database)
     pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
     return {
-        "pack": pack + [PackWeights(target, costs)] if kernels else [],
-        "fuse": ([CheckIndices()] if index_checks else []) + pipe.library_dispatch_passes(target)
+        # CheckIndices first: export lifts weight-only values (the importer's index extents) after "pack"
+        "pack": ([CheckIndices()] if index_checks else []) + (pack + [PackWeights(target, costs)] if kernels else []),
+        "fuse": pipe.library_dispatch_passes(target)
         + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
         "tuned": [ApplyTuningDatabase(database)],
         "schedule": [ScheduleKernels(target)] if kernels else [],

@@ -19,6 +19,8 @@ from tvm import relax, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 GATHER_OPS = ("relax.take", "relax.gather_elements", "relax.gather_nd")
+# PrimFunc attribute of the kernel that checks a gather's indices (fluidml_tvm.rewrite.check_indices).
+CHECK_ATTR = "fluidml_tvm.checked_indices"
 # Names the ONNX importer wrapper (fluidml_tvm.onnx_gathers) writes into a gather call's span.
 ONNX_LABEL_PREFIX = "onnx:"
 # Ops that pass their input's values through unchanged (the indices' name is the input's).
@@ -38,8 +40,8 @@ class GatherSite:
     source: str  # "graph input 'input_ids'", "tensor 'lv3' computed by R.argmax"
 
 
-def gather_sites(func: relax.Function) -> dict:
-    """``{binding var: GatherSite}`` for every unchecked gather bound in ``func``."""
+def gather_sites(mod: tvm.IRModule, func: relax.Function) -> dict:
+    """``{binding var: GatherSite}`` for every unchecked gather bound in ``func`` (a function of ``mod``)."""
     var2val = relax.analysis.get_var2val(func)
     params = {p for p in func.params}
     sites = {}
@@ -50,7 +52,7 @@ def gather_sites(func: relax.Function) -> dict:
         if name not in GATHER_OPS or (name == "relax.take" and value.attrs.mode != "fast"):
             continue
         data, indices = value.args[0], value.args[1]
-        if not _static_rank(data) or not _static_rank(indices):
+        if not _static_rank(data) or not _static_rank(indices) or _is_checked(mod, indices, var2val):
             continue
         extents = _extents(value)
         raw = _importer_normalized(value, var2val)
@@ -95,6 +97,16 @@ def describe_source(indices: relax.Expr, var2val, params) -> str:
             return f"tensor '{expr.name}' computed by {made}{via}"
     name = expr.name if isinstance(expr, relax.Var) else type(expr).__name__
     return f"tensor '{name}'{via}"
+
+
+def _is_checked(mod, indices, var2val) -> bool:
+    """``indices`` are the output of a check kernel already (the pass ran before)."""
+    value = _deref(indices, var2val)
+    if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.call_tir"):
+        return False
+    callee = value.args[0]
+    func = mod[callee] if isinstance(callee, relax.GlobalVar) and callee in mod.functions else None
+    return func is not None and func.attrs is not None and CHECK_ATTR in func.attrs
 
 
 def _op_label(name: str) -> str:
@@ -191,7 +203,6 @@ def _ints(expr):
         return None
     out = []
     for v in values:
-        v = v.value if isinstance(v, relax.PrimValue) else v
         if not isinstance(v, tirx.IntImm):
             return None
         out.append(int(v))

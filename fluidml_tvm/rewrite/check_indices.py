@@ -11,7 +11,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
-from ..analysis.gather_indices import GatherSite
+from ..analysis.gather_indices import CHECK_ATTR, GatherSite
 from ..schedule import SCHEDULED_ATTR
 
 ERROR_KIND = "IndexError"  # what the VM call raises in Python
@@ -35,7 +35,7 @@ def emit_checked_indices(bb: relax.BlockBuilder, site: GatherSite) -> relax.Expr
                          name="checked_indices", dtype=str(indices.dtype))
 
     return bb.emit(bb.call_te(checked_indices, site.indices, primfunc_name_hint="checked_indices",
-                                primfunc_attrs={"op_pattern": OPAQUE, SCHEDULED_ATTR: True}))
+                                primfunc_attrs={"op_pattern": OPAQUE, SCHEDULED_ATTR: True, CHECK_ATTR: True}))
 
 
 def checked_gather(call: relax.Call, checked: relax.Expr) -> relax.Expr:

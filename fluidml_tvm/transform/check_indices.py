@@ -30,7 +30,7 @@ class CheckIndices:
         for gv, func in mod.functions.items():
             if not isinstance(func, relax.Function):
                 continue
-            sites = gather_sites(func)
+            sites = gather_sites(out, func)
             if sites:
                 rewriter = _Rewriter(out, sites)
                 out = rewriter.rewrite(gv, func)

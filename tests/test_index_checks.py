@@ -1,0 +1,175 @@
+"""CheckIndices: gathers check their indices in the compiled model (fluidml_tvm/transform/check_indices.py).
+
+Every case runs in a child process (tests/guarded_run.py): without the checks
+an out-of-range index may segfault, which must fail the test, not kill pytest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import TensorProto, helper
+from tvm import relax
+
+import fluidml_tvm
+from fluidml_tvm.analysis.gather_indices import gather_sites
+from fluidml_tvm.frontend import onnx_to_relax
+from fluidml_tvm.transform import CheckIndices
+
+from conftest import TARGET
+from guarded_run import guarded_outcomes
+
+ort = pytest.importorskip("onnxruntime")
+
+VOCAB, DIM, SEQ = 50, 8, 6
+
+
+def _model(nodes, inputs, outputs, inits=(), name="m"):
+    graph = helper.make_graph(nodes, name, inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _const(name, array):
+    return onnx.numpy_helper.from_array(np.asarray(array), name)
+
+
+def embedding_model(index_type=TensorProto.INT64):
+    """input_ids -> Gather(table) -> Add: a token embedding."""
+    rng = np.random.default_rng(0)
+    return _model(
+        [helper.make_node("Gather", ["table", "input_ids"], ["emb"], name="embed/Gather"),
+         helper.make_node("Add", ["emb", "bias"], ["out"], name="embed/Add")],
+        [helper.make_tensor_value_info("input_ids", index_type, [1, SEQ])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, SEQ, DIM])],
+        [_const("table", rng.standard_normal((VOCAB, DIM)).astype(np.float32)),
+         _const("bias", rng.standard_normal(DIM).astype(np.float32))],
+        name="embedding",
+    )
+
+
+def gather_elements_model():
+    rng = np.random.default_rng(1)
+    return _model(
+        [helper.make_node("GatherElements", ["data", "idx"], ["g"], axis=1, name="pick/GatherElements"),
+         helper.make_node("Relu", ["g"], ["out"])],
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [3, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 4])],
+        [_const("data", rng.standard_normal((3, 5)).astype(np.float32))],
+        name="gather_elements",
+    )
+
+
+def gather_nd_model():
+    rng = np.random.default_rng(2)
+    return _model(
+        [helper.make_node("GatherND", ["data", "coords"], ["out"], name="look/GatherND")],
+        [helper.make_tensor_value_info("coords", TensorProto.INT64, [3, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 6])],
+        [_const("data", rng.standard_normal((4, 5, 6)).astype(np.float32))],
+        name="gather_nd",
+    )
+
+
+def argmax_gather_model(rows=8, width=12):
+    """Gather(table[rows], ArgMax(x)): indices computed in the graph, up to width-1 >= rows."""
+    rng = np.random.default_rng(3)
+    return _model(
+        [helper.make_node("ArgMax", ["x"], ["best"], axis=1, keepdims=0, name="choose/ArgMax"),
+         helper.make_node("Gather", ["table", "best"], ["out"], name="lookup/Gather")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, width])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 3])],
+        [_const("table", rng.standard_normal((rows, 3)).astype(np.float32))],
+        name="argmax_gather",
+    )
+
+
+def ids(*values):
+    x = np.arange(SEQ, dtype=np.int64)[None] % VOCAB
+    x[0, : len(values)] = values
+    return {"input_ids": x}
+
+
+def onnxruntime(model, feeds):
+    return ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+
+
+def assert_matches_onnxruntime(model, feed_sets, outcomes):
+    for feeds, (status, value) in zip(feed_sets, outcomes):
+        assert status == "ok", (feeds, value)
+        for ours, theirs in zip(value, onnxruntime(model, feeds)):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def assert_raises_naming(outcome, *words):
+    status, value = outcome
+    assert status == "error", f"no error, output {value}"
+    assert value.startswith("IndexError:"), value
+    for word in words:
+        assert word in value, value
+
+
+# ---------------------------------------------------------------- embedding
+
+
+EMBED_GOOD = [ids(0, 1, VOCAB - 1), ids(-1, -VOCAB, 3, -7)]
+EMBED_BAD = [VOCAB, 40000, 10**6, -40000, -VOCAB - 1]
+
+
+@pytest.mark.parametrize("export", [False, True], ids=["compile", "export"])
+def test_embedding_in_range_matches_ort_out_of_range_raises(tmp_path, export):
+    model = embedding_model()
+    feed_sets = EMBED_GOOD + [ids(3, bad) for bad in EMBED_BAD]
+    outcomes = guarded_outcomes(model, feed_sets, tmp_path, export=export)
+    assert_matches_onnxruntime(model, EMBED_GOOD, outcomes[: len(EMBED_GOOD)])
+    for outcome in outcomes[len(EMBED_GOOD):]:
+        assert_raises_naming(outcome, "Gather node 'embed/Gather'", "graph input 'input_ids'",
+                             f"[{-VOCAB}, {VOCAB - 1}]")
+
+
+def test_int32_indices(tmp_path):
+    model = embedding_model(TensorProto.INT32)
+    good = [{k: v.astype(np.int32) for k, v in f.items()} for f in EMBED_GOOD]
+    bad = [{k: v.astype(np.int32) for k, v in ids(VOCAB).items()}, {k: v.astype(np.int32) for k, v in ids(-VOCAB - 1).items()}]
+    outcomes = guarded_outcomes(model, good + bad, tmp_path)
+    assert_matches_onnxruntime(model, good, outcomes[:2])
+    for outcome in outcomes[2:]:
+        assert_raises_naming(outcome, "embed/Gather", "input_ids")
+
+
+def test_gather_elements(tmp_path):
+    model = gather_elements_model()
+    good = [{"idx": np.array([[0, 4, -1, -5]] * 3, np.int64)}]
+    bad = [{"idx": np.array([[0, 5, 1, 2]] * 3, np.int64)}, {"idx": np.array([[0, -6, 1, 2]] * 3, np.int64)}]
+    outcomes = guarded_outcomes(model, good + bad, tmp_path)
+    assert_matches_onnxruntime(model, good, outcomes[:1])
+    for outcome in outcomes[1:]:
+        assert_raises_naming(outcome, "GatherElements node 'pick/GatherElements'", "graph input 'idx'", "[-5, 4]")
+
+
+def test_gather_nd_checks_each_coordinate_against_its_axis(tmp_path):
+    model = gather_nd_model()
+    good = [{"coords": np.array([[0, 0], [3, 4], [-4, -1]], np.int64)}]
+    # coordinate 0 indexes an axis of 4, coordinate 1 one of 5: 4 is fine as coordinate 1 only
+    bad = [{"coords": np.array([[0, 0], [4, 0], [1, 1]], np.int64)},
+           {"coords": np.array([[0, 5], [0, 0], [1, 1]], np.int64)},
+           {"coords": np.array([[0, -6], [0, 0], [1, 1]], np.int64)}]
+    outcomes = guarded_outcomes(model, good + bad, tmp_path)
+    assert_matches_onnxruntime(model, good, outcomes[:1])
+    for outcome in outcomes[1:]:
+        assert_raises_naming(outcome, "GatherND node 'look/GatherND'", "graph input 'coords'", "[-4, 3], [-5, 4]")
+
+
+def test_index_computed_in_the_graph_is_checked(tmp_path):
+    model = argmax_gather_model(rows=8, width=12)
+    x_good = np.zeros((4, 12), np.float32)
+    x_good[np.arange(4), [0, 3, 7, 5]] = 1.0
+    x_bad = x_good.copy()
+    x_bad[2, 10] = 5.0  # ArgMax picks column 10 of a table with 8 rows
+    outcomes = guarded_outcomes(model, [{"x": x_good}, {"x": x_bad}], tmp_path)
+    assert_matches_onnxruntime(model, [{"x": x_good}], outcomes[:1])
+    assert_raises_naming(outcomes[1], "Gather node 'lookup/Gather'", "computed by R.argmax", "[-8, 7]")
