@@ -62,7 +62,7 @@ def _main(argv) -> None:
     parser.add_argument("feeds")
     parser.add_argument("out")
     parser.add_argument("--export")
-    parser.add_argument("--index-checks", default="off")
+    parser.add_argument("--index-checks", default="on")
     args = parser.parse_args(argv)
 
     import onnx
@@ -74,7 +74,7 @@ def _main(argv) -> None:
     stored = np.load(args.feeds)
     count = 1 + max((int(k.split("/")[0]) for k in stored.files), default=-1)
     feed_sets = [[stored[f"{i}/{n}"] for n in names] for i in range(count)]
-    checks = False
+    checks = args.index_checks == "on"
     if args.export:
         from fluidml_tvm import runtime
 
