@@ -173,3 +173,90 @@ def test_index_computed_in_the_graph_is_checked(tmp_path):
     outcomes = guarded_outcomes(model, [{"x": x_good}, {"x": x_bad}], tmp_path)
     assert_matches_onnxruntime(model, [{"x": x_good}], outcomes[:1])
     assert_raises_naming(outcomes[1], "Gather node 'lookup/Gather'", "computed by R.argmax", "[-8, 7]")
+
+
+# ---------------------------------------------------------------- the pass and the build
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_no_build_prints_the_fast_mode_warning(capfd, kernels):
+    fluidml_tvm.compile(embedding_model(), TARGET, report=False, kernels=kernels)
+    assert "Fast mode" not in capfd.readouterr().err
+    # TVM's warning is what an unchecked build prints (so this test can see it)
+    fluidml_tvm.compile(embedding_model(), TARGET, report=False, kernels=kernels, index_checks=False)
+    assert "Fast mode segfaults" in capfd.readouterr().err
+
+
+def _op_names(func):
+    names = []
+
+    @relax.expr_functor.visitor
+    class _Ops(relax.PyExprVisitor):
+        def visit_call_(self, call):
+            if isinstance(call.op, tvm.ir.Op):
+                names.append(call.op.name)
+            super().visit_call_(call)
+
+    _Ops().visit_expr(func)
+    return names
+
+
+def test_the_importers_negative_wrap_is_replaced_not_repeated():
+    mod, _ = onnx_to_relax(embedding_model())
+    (site,) = gather_sites(mod, mod["main"]).values()
+    assert site.wrap_negative and site.source == "graph input 'input_ids'"
+    assert site.label == "Gather node 'embed/Gather'"
+    checked = CheckIndices()(mod)
+    ops = _op_names(checked["main"])
+    # the check kernel wraps negatives itself; the importer's where(less(x, 0), add(x, n), x) is gone
+    assert "relax.where" not in ops and "relax.less" not in ops
+    assert ops.count("relax.call_tir") == 1 and "relax.take" in ops
+
+
+def test_running_the_pass_twice_is_a_no_op():
+    mod, _ = onnx_to_relax(gather_nd_model())
+    once = CheckIndices()(mod)
+    tvm.ir.assert_structural_equal(CheckIndices()(once), once)
+
+
+RELAX_TAKE = """
+import numpy as np, tvm
+from tvm import relax
+import fluidml_tvm
+n = tvm.tirx.Var("n", "int64")
+bb = relax.BlockBuilder()
+ids = relax.Var("ids", relax.TensorType((1, n), "int64"))
+w = relax.Var("w", relax.TensorType((10, 4), "float32"))
+with bb.function("main", [ids, w], attrs={"num_input": 1}):
+    with bb.dataflow():
+        y = bb.emit_output(relax.op.add(bb.emit(relax.op.take(w, ids, axis=0)), relax.const(1.0)))
+    bb.emit_func_output(y)
+target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+vm = relax.VirtualMachine(tvm.compile(bb.get(), target, relax_pipeline=fluidml_tvm.get_pipeline(target)), tvm.cpu())
+table = np.random.default_rng(0).standard_normal((10, 4)).astype("float32")
+for i in ([[1, 2, 9]], [[10]], [[0, -1]], [[10**6, 3]]):
+    i = np.array(i, "int64")
+    try:
+        out = vm["main"](tvm.runtime.tensor(i), tvm.runtime.tensor(table)).numpy()
+        print("ok" if np.allclose(out, table[i] + 1) else "wrong")
+    except IndexError as err:
+        print(str(err).strip().splitlines()[-1])
+"""
+
+
+def test_a_relax_take_with_symbolic_shape_raises_outside_0_to_n():
+    """Outside ONNX (no importer wrap), R.take's indices must lie in [0, n): TVM defines no negatives."""
+    import os
+    import subprocess
+    import sys
+
+    from guarded_run import ROOT
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", RELAX_TAKE], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-600:]
+    ok, *errors = proc.stdout.strip().splitlines()
+    assert ok == "ok"
+    assert len(errors) == 3
+    for line in errors:
+        assert line == "R.take: index out of range in graph input 'ids' (allowed [0, 9])", line
