@@ -2,8 +2,8 @@
 
 TVM's importer keeps no node names; an index error (``CheckIndices``) should say
 which node read out of range. This importer differs from TVM's only in
-``_convert_operator``: the Relax call a Gather, GatherElements or GatherND
-node becomes carries ``"<op> node '<name>'"`` in its span, where
+``_convert_operator``: the Relax call a Gather, GatherElements, GatherND,
+ScatterElements or ScatterND node becomes carries ``"<op> node '<name>'"`` in its span, where
 :func:`fluidml_tvm.analysis.gather_indices.onnx_label` reads it back.
 """
 
@@ -16,7 +16,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
 from .analysis.gather_indices import GATHER_OPS, ONNX_LABEL_PREFIX
 
-ONNX_GATHERS = ("Gather", "GatherElements", "GatherND")
+ONNX_GATHERS = ("Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND")
 
 
 def from_onnx(model: onnx.ModelProto, shape_dict: dict, *, keep_params_in_input: bool = False) -> tvm.IRModule:

@@ -88,6 +88,20 @@ def argmax_gather_model(rows=8, width=12):
     )
 
 
+def scatter_model():
+    """ScatterElements then ScatterND into copies of a graph input: indexed writes."""
+    return _model(
+        [helper.make_node("ScatterElements", ["x", "rows", "upd"], ["s1"], axis=0, name="write/ScatterElements"),
+         helper.make_node("ScatterND", ["s1", "coords", "vals"], ["out"], name="write/ScatterND")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 3]),
+         helper.make_tensor_value_info("rows", TensorProto.INT64, [1, 3]),
+         helper.make_tensor_value_info("coords", TensorProto.INT64, [2, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [5, 3])],
+        [_const("upd", np.full((1, 3), 7.0, np.float32)), _const("vals", np.array([-1.0, -2.0], np.float32))],
+        name="scatter",
+    )
+
+
 def ids(*values):
     x = np.arange(SEQ, dtype=np.int64)[None] % VOCAB
     x[0, : len(values)] = values
@@ -260,3 +274,20 @@ def test_a_relax_take_with_symbolic_shape_raises_outside_0_to_n():
     assert len(errors) == 3
     for line in errors:
         assert line == "R.take: index out of range in graph input 'ids' (allowed [0, 9])", line
+
+
+def test_scatters_check_where_they_write(tmp_path):
+    model = scatter_model()
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    ok_rows, ok_coords = np.array([[0, -1, 4]], np.int64), np.array([[1, 2], [-5, -3]], np.int64)
+    good = [{"x": x, "rows": ok_rows, "coords": ok_coords}]
+    bad = [dict(good[0], rows=np.array([[0, 5, 1]], np.int64)),
+           dict(good[0], rows=np.array([[0, -6, 1]], np.int64)),
+           dict(good[0], coords=np.array([[1, 3], [0, 0]], np.int64)),
+           dict(good[0], coords=np.array([[10**6, 0], [0, 0]], np.int64))]
+    outcomes = guarded_outcomes(model, good + bad, tmp_path)
+    assert_matches_onnxruntime(model, good, outcomes[:1])
+    for outcome in outcomes[1:3]:
+        assert_raises_naming(outcome, "ScatterElements node 'write/ScatterElements'", "graph input 'rows'", "[-5, 4]")
+    for outcome in outcomes[3:]:
+        assert_raises_naming(outcome, "ScatterND node 'write/ScatterND'", "graph input 'coords'", "[-5, 4], [-3, 2]")

@@ -1,8 +1,9 @@
 """Where a gather's indices come from, what range they must lie in, and how to name them in an error.
 
 A gather (``R.take`` in TVM's unchecked ``fast`` mode, ``R.gather_elements``,
-``R.gather_nd``) reads ``data`` at positions its indices give, with no bounds
-check: an index outside the axis reads (or segfaults on) foreign memory.
+``R.gather_nd``) reads ``data`` at positions its indices give, and a scatter
+(``R.scatter_elements``, ``R.scatter_nd``) writes there, with no bounds check:
+an index outside the axis reads or writes foreign memory, or segfaults.
 TVM's ONNX importer maps negative indices onto ``[0, n)`` first, as
 ``where(less(x, 0), add(x, n), x)``; a :class:`GatherSite` records that
 normalization when it is recognizably the importer's (``n`` read from the
@@ -18,7 +19,9 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-GATHER_OPS = ("relax.take", "relax.gather_elements", "relax.gather_nd")
+GATHER_OPS = ("relax.take", "relax.gather_elements", "relax.gather_nd", "relax.scatter_elements", "relax.scatter_nd")
+# Ops that wrap negative indices themselves (TVM's scatter_elements, as ONNX defines it): always [-n, n-1].
+_WRAPS_ITSELF = ("relax.scatter_elements",)
 # PrimFunc attribute of the kernel that checks a gather's indices (fluidml_tvm.rewrite.check_indices).
 CHECK_ATTR = "fluidml_tvm.checked_indices"
 # Names the ONNX importer wrapper (fluidml_tvm.onnx_gathers) writes into a gather call's span.
@@ -57,7 +60,8 @@ def gather_sites(mod: tvm.IRModule, func: relax.Function) -> dict:
         extents = _extents(value)
         raw = _importer_normalized(value, var2val)
         checked = raw if raw is not None else indices
-        sites[var] = GatherSite(name, checked, extents, raw is not None, onnx_label(value) or _op_label(name),
+        wrap = raw is not None or name in _WRAPS_ITSELF
+        sites[var] = GatherSite(name, checked, extents, wrap, onnx_label(value) or _op_label(name),
                                 describe_source(checked, var2val, params))
     return sites
 
@@ -122,8 +126,8 @@ def _extents(call: relax.Call) -> tuple:
     """Per index coordinate, the extent of the data axis it indexes."""
     data_shape = list(call.args[0].ty.shape)
     name = call.op.name
-    if name == "relax.gather_nd":
-        batch = int(call.attrs.batch_dims)
+    if name in ("relax.gather_nd", "relax.scatter_nd"):
+        batch = int(call.attrs.batch_dims) if name == "relax.gather_nd" else 0
         coords = int(call.args[1].ty.shape[-1])
         return tuple(data_shape[batch:batch + coords])
     axis = int(call.attrs.axis) if call.attrs.axis is not None else 0
@@ -162,10 +166,11 @@ def _extent_shape_source(call, extent, var2val):
         expr = _deref(expr.args[0], var2val)
     if not isinstance(expr, relax.Call):
         return None
-    if call.op.name == "relax.gather_nd":
+    if call.op.name in ("relax.gather_nd", "relax.scatter_nd"):
         if expr.op.name != "relax.strided_slice":
             return None
-        batch, coords = int(call.attrs.batch_dims), int(call.args[1].ty.shape[-1])
+        batch = int(call.attrs.batch_dims) if call.op.name == "relax.gather_nd" else 0
+        coords = int(call.args[1].ty.shape[-1])
         axes, begin, end = (_ints(a) for a in expr.args[1:4])
         if axes != [0] or begin != [batch] or end != [batch + coords] or len(expr.args) > 4:
             return None

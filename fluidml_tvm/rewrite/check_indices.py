@@ -39,14 +39,18 @@ def emit_checked_indices(bb: relax.BlockBuilder, site: GatherSite) -> relax.Expr
 
 
 def checked_gather(call: relax.Call, checked: relax.Expr) -> relax.Expr:
-    """``call`` reading ``checked`` indices; a take in ``clip`` mode (a no-op on checked indices)
+    """``call`` (a gather or scatter) using ``checked`` indices; a take in ``clip`` mode (a no-op on checked indices)
     so that TVM never legalizes it in its unchecked ``fast`` mode."""
     name = call.op.name
     if name == "relax.take":
         return relax.op.take(call.args[0], checked, call.attrs.axis, mode="clip")
     if name == "relax.gather_elements":
         return relax.op.gather_elements(call.args[0], checked, call.attrs.axis)
-    return relax.op.gather_nd(call.args[0], checked, call.attrs.batch_dims)
+    if name == "relax.gather_nd":
+        return relax.op.gather_nd(call.args[0], checked, call.attrs.batch_dims)
+    if name == "relax.scatter_elements":
+        return relax.op.scatter_elements(call.args[0], checked, call.args[2], call.attrs.axis, call.attrs.reduction)
+    return relax.op.scatter_nd(call.args[0], checked, call.args[2], call.attrs.reduction)
 
 
 def _check_body(src: tirx.Buffer, dst: tirx.Buffer, site: GatherSite, message: str) -> tirx.Stmt:

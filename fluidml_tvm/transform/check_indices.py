@@ -13,11 +13,13 @@ from ..rewrite.check_indices import checked_gather, emit_checked_indices
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.CheckIndices")
 class CheckIndices:
-    """Route the indices of every ``R.take`` (``fast`` mode), ``R.gather_elements`` and
-    ``R.gather_nd`` through a small kernel that asserts each index is in range.
+    """Route the indices of every ``R.take`` (``fast`` mode), ``R.gather_elements``,
+    ``R.gather_nd``, ``R.scatter_elements`` and ``R.scatter_nd`` through a small
+    kernel that asserts each index is in range.
 
     Negative indices are wrapped as ONNX defines them where TVM's ONNX importer
-    had wrapped them (its wrap is replaced, not repeated); any other index outside
+    had wrapped them (its wrap is replaced, not repeated) or the op wraps them itself
+    (scatter_elements); any other index outside
     the axis makes the VM call raise ``IndexError`` naming the op (the ONNX node,
     when imported through :func:`fluidml_tvm.frontend.onnx_to_relax`) and where the
     indices come from (a graph input, or the op that computed them).
