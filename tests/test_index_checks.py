@@ -291,3 +291,31 @@ def test_scatters_check_where_they_write(tmp_path):
         assert_raises_naming(outcome, "ScatterElements node 'write/ScatterElements'", "graph input 'rows'", "[-5, 4]")
     for outcome in outcomes[3:]:
         assert_raises_naming(outcome, "ScatterND node 'write/ScatterND'", "graph input 'coords'", "[-5, 4], [-3, 2]")
+
+
+def test_minilm_token_ids_outside_the_vocabulary_raise(tmp_path):
+    """The issue's report on the real model: 30522 and 40000 answered wrongly, 10^6 and -40000 crashed."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import model_zoo
+
+    model = onnx.load(str(model_zoo.model_path("minilm")))
+    feeds = model_zoo.example_inputs("minilm")
+
+    def with_token(value):
+        ids = feeds["input_ids"].copy()
+        ids[0, 5] = value
+        return dict(feeds, input_ids=ids)
+
+    good = [feeds, with_token(-1)]
+    bad = [with_token(v) for v in (30522, 40000, 10**6, -40000, -30523)]
+    outcomes = guarded_outcomes(model, good + bad, tmp_path)
+    for feeds_, (status, value) in zip(good, outcomes):
+        assert status == "ok", value
+        np.testing.assert_allclose(value[0], onnxruntime(model, feeds_)[0], rtol=1e-4, atol=1e-4)
+    for outcome in outcomes[len(good):]:
+        assert_raises_naming(outcome, "Gather node '/m/embeddings/word_embeddings/Gather'",
+                             "graph input 'input_ids'", "[-30522, 30521]")
