@@ -27,11 +27,24 @@ def from_onnx(model: onnx.ModelProto, shape_dict: dict, *, keep_params_in_input:
 
 
 class _LabellingImporter(ONNXGraphImporter):
+    _node = None  # the node being converted
+
+    def _parse_value_proto(self, value_proto):
+        # TVM's _construct_nodes calls this on each node just before converting it.
+        if isinstance(value_proto, onnx.NodeProto):
+            self._node = value_proto
+        return super()._parse_value_proto(value_proto)
+
     def _convert_operator(self, op_name, inputs, attrs, opset):
         sym = super()._convert_operator(op_name, inputs, attrs, opset)
         if (op_name in ONNX_GATHERS and isinstance(sym, relax.Call) and isinstance(sym.op, tvm.ir.Op)
                 and sym.op.name in GATHER_OPS):
-            label = f"{op_name} node '{attrs['tvm_custom']['name']}'"
+            name = attrs["tvm_custom"]["name"]
+            if name:
+                label = f"{op_name} node '{name}'"
+            else:  # an unnamed node: name it by its output
+                output = self._node.output[0] if self._node is not None and self._node.op_type == op_name else "?"
+                label = f"{op_name} node (unnamed) writing '{output}'"
             span = tvm.ir.Span(tvm.ir.SourceName(ONNX_LABEL_PREFIX + label), 0, 0, 0, 0)
             sym = self.bb.normalize(relax.Call(sym.op, sym.args, sym.attrs, sym.ty_args, span))
         return sym

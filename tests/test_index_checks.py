@@ -319,3 +319,11 @@ def test_minilm_token_ids_outside_the_vocabulary_raise(tmp_path):
     for outcome in outcomes[len(good):]:
         assert_raises_naming(outcome, "Gather node '/m/embeddings/word_embeddings/Gather'",
                              "graph input 'input_ids'", "[-30522, 30521]")
+
+
+def test_an_unnamed_node_is_named_by_its_output():
+    model = embedding_model()
+    model.graph.node[0].name = ""
+    mod, _ = onnx_to_relax(model)
+    (site,) = gather_sites(mod, mod["main"]).values()
+    assert site.label == "Gather node (unnamed) writing 'emb'"
