@@ -3,8 +3,9 @@
 TVM's importer keeps no node names; an index error (``CheckIndices``) should say
 which node read out of range. This importer differs from TVM's only in
 ``_convert_operator``: the Relax call a Gather, GatherElements, GatherND,
-ScatterElements or ScatterND node becomes carries ``"<op> node '<name>'"`` in its span, where
-:func:`fluidml_tvm.analysis.gather_indices.onnx_label` reads it back.
+ScatterElements or ScatterND node becomes carries ``"<op> node '<name>'"`` and the
+ONNX name of its indices in its span, where
+:func:`fluidml_tvm.analysis.gather_indices.onnx_label` reads them back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
-from .analysis.gather_indices import GATHER_OPS, ONNX_LABEL_PREFIX
+from .analysis.gather_indices import GATHER_OPS, onnx_span
 
 ONNX_GATHERS = ("Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND")
 
@@ -39,12 +40,11 @@ class _LabellingImporter(ONNXGraphImporter):
         sym = super()._convert_operator(op_name, inputs, attrs, opset)
         if (op_name in ONNX_GATHERS and isinstance(sym, relax.Call) and isinstance(sym.op, tvm.ir.Op)
                 and sym.op.name in GATHER_OPS):
+            node = self._node if self._node is not None and self._node.op_type == op_name else None
             name = attrs["tvm_custom"]["name"]
-            if name:
-                label = f"{op_name} node '{name}'"
-            else:  # an unnamed node: name it by its output
-                output = self._node.output[0] if self._node is not None and self._node.op_type == op_name else "?"
-                label = f"{op_name} node (unnamed) writing '{output}'"
-            span = tvm.ir.Span(tvm.ir.SourceName(ONNX_LABEL_PREFIX + label), 0, 0, 0, 0)
-            sym = self.bb.normalize(relax.Call(sym.op, sym.args, sym.attrs, sym.ty_args, span))
+            # an unnamed node is named by its output
+            label = (f"{op_name} node '{name}'" if name
+                     else f"{op_name} node (unnamed) writing '{node.output[0] if node else '?'}'")
+            indices = node.input[1] if node is not None and len(node.input) > 1 else ""
+            sym = self.bb.normalize(relax.Call(sym.op, sym.args, sym.attrs, sym.ty_args, onnx_span(label, indices)))
         return sym

@@ -186,7 +186,7 @@ def test_index_computed_in_the_graph_is_checked(tmp_path):
     x_bad[2, 10] = 5.0  # ArgMax picks column 10 of a table with 8 rows
     outcomes = guarded_outcomes(model, [{"x": x_good}, {"x": x_bad}], tmp_path)
     assert_matches_onnxruntime(model, [{"x": x_good}], outcomes[:1])
-    assert_raises_naming(outcomes[1], "Gather node 'lookup/Gather'", "computed by R.argmax", "[-8, 7]")
+    assert_raises_naming(outcomes[1], "Gather node 'lookup/Gather'", "tensor 'best' computed by R.argmax", "[-8, 7]")
 
 
 # ---------------------------------------------------------------- the pass and the build

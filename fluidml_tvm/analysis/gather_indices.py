@@ -26,6 +26,7 @@ _WRAPS_ITSELF = ("relax.scatter_elements",)
 CHECK_ATTR = "fluidml_tvm.checked_indices"
 # Names the ONNX importer wrapper (fluidml_tvm.onnx_gathers) writes into a gather call's span.
 ONNX_LABEL_PREFIX = "onnx:"
+_SEP = "\n"  # between the node label and the indices' name (neither holds a newline)
 # Ops that pass their input's values through unchanged (the indices' name is the input's).
 _VALUE_PRESERVING = ("relax.reshape", "relax.astype", "relax.squeeze", "relax.expand_dims",
                      "relax.flatten", "relax.permute_dims")
@@ -61,22 +62,34 @@ def gather_sites(mod: tvm.IRModule, func: relax.Function) -> dict:
         raw = _importer_normalized(value, var2val)
         checked = raw if raw is not None else indices
         wrap = raw is not None or name in _WRAPS_ITSELF
-        sites[var] = GatherSite(name, checked, extents, wrap, onnx_label(value) or _op_label(name),
-                                describe_source(checked, var2val, params))
+        label, onnx_indices = onnx_label(value)
+        sites[var] = GatherSite(name, checked, extents, wrap, label or _op_label(name),
+                                describe_source(checked, var2val, params, onnx_indices))
     return sites
 
 
-def onnx_label(call: relax.Call) -> str | None:
-    """The ONNX node a gather call was imported from, as the importer wrapper recorded it."""
+def onnx_span(label: str, indices: str) -> tvm.ir.Span:
+    """A span recording the ONNX node (``label``) and the ONNX name of its indices."""
+    return tvm.ir.Span(tvm.ir.SourceName(f"{ONNX_LABEL_PREFIX}{label}{_SEP}{indices}"), 0, 0, 0, 0)
+
+
+def onnx_label(call: relax.Call) -> tuple:
+    """``(node label, indices tensor name)`` of the ONNX node a call was imported from, or Nones."""
     span = call.span
     if span is None or span.source_name is None:
-        return None
+        return None, None
     text = str(span.source_name.name)
-    return text[len(ONNX_LABEL_PREFIX):] if text.startswith(ONNX_LABEL_PREFIX) else None
+    if not text.startswith(ONNX_LABEL_PREFIX) or _SEP not in text:
+        return None, None
+    label, indices = text[len(ONNX_LABEL_PREFIX):].split(_SEP, 1)
+    return label, indices or None
 
 
-def describe_source(indices: relax.Expr, var2val, params) -> str:
-    """What the indices are, in words: a graph input, a constant, or a tensor some op computed."""
+def describe_source(indices: relax.Expr, var2val, params, onnx_name: str | None = None) -> str:
+    """What the indices are, in words: a graph input, a constant, or a tensor some op computed.
+
+    ``onnx_name``: the ONNX tensor the indices are, which names a computed tensor better than its Relax variable.
+    """
     expr = indices
     through = []
     while isinstance(expr, relax.Var) and expr in var2val:
@@ -96,9 +109,8 @@ def describe_source(indices: relax.Expr, var2val, params) -> str:
         if isinstance(value, relax.Call):
             producer = (_op_label(value.op.name) if isinstance(value.op, tvm.ir.Op)
                         else getattr(value.op, "name_hint", None) or str(value.op))
-            label = onnx_label(value)
-            made = f"{label}" if label else producer
-            return f"tensor '{expr.name}' computed by {made}{via}"
+            tensor = onnx_name if onnx_name and not through else expr.name
+            return f"tensor '{tensor}' computed by {producer}{via}"
     name = expr.name if isinstance(expr, relax.Var) else type(expr).__name__
     return f"tensor '{name}'{via}"
 
