@@ -327,3 +327,32 @@ def test_an_unnamed_node_is_named_by_its_output():
     mod, _ = onnx_to_relax(model)
     (site,) = gather_sites(mod, mod["main"]).values()
     assert site.label == "Gather node (unnamed) writing 'emb'"
+
+
+
+def _wrap_then_take(third_is_ids: bool):
+    """The importer's wrap where(ids < 0, ids + n, ids), or the same with another third operand."""
+    table = relax.const(np.zeros((VOCAB, DIM), np.float32))
+    ids = relax.Var("ids", relax.TensorType((1, SEQ), "int64"))
+    other = relax.Var("other", relax.TensorType((1, SEQ), "int64"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [ids, other]):
+        with bb.dataflow():
+            shape = bb.emit(relax.op.shape_to_tensor(bb.emit(relax.op.shape_of(table))))
+            n = bb.emit(relax.op.take(shape, relax.const(0, "int64"), axis=0, mode="wrap"))
+            negative = bb.emit(relax.op.less(ids, relax.const(0, "int64")))
+            wrapped = bb.emit(relax.op.where(negative, bb.emit(relax.op.add(ids, n)), ids if third_is_ids else other))
+            out = bb.emit_output(relax.op.take(table, wrapped, axis=0))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    return mod, wrapped
+
+
+@pytest.mark.parametrize("third_is_ids", [True, False])
+def test_only_the_importers_own_wrap_is_taken_over(third_is_ids):
+    mod, wrapped = _wrap_then_take(third_is_ids)
+    (site,) = gather_sites(mod, mod["main"]).values()
+    if third_is_ids:  # checked in ONNX's range, the wrap done by the check kernel
+        assert site.wrap_negative and site.source == "graph input 'ids'"
+    else:  # where(a < 0, a + n, c) is the graph's own arithmetic: its result is checked in [0, n)
+        assert not site.wrap_negative and site.indices.same_as(wrapped)

@@ -168,7 +168,8 @@ def _importer_normalized(call: relax.Call, var2val) -> relax.Expr | None:
     shape_source = _extent_shape_source(call, matched[extent], var2val)
     if shape_source is None or not _same_shape(shape_source, call.args[0], var2val):
         return None
-    return value.args[2]  # x as bound (the match holds x's bound value, not its variable)
+    # x as bound (the match holds x's bound value); the matcher binds all three x to one expression
+    return value.args[2]
 
 
 def _extent_shape_source(call, extent, var2val):
