@@ -138,7 +138,8 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
     Returns ``(mod, params)``; ``params`` is empty unless ``keep_params_in_input``.
     """
     from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
+
+    from .onnx_gathers import from_onnx  # TVM's importer, gathers labelled with their ONNX node
 
     where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "<ModelProto>")
     proto = load_onnx(model, name=where)

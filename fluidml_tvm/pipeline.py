@@ -7,7 +7,7 @@ from tvm import relax
 
 from .layout.costs import KernelCosts, LayoutCostDatabase
 from .targets import describe
-from .transform import (ApplyTuningDatabase, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
+from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
                         ScheduleGPUKernels, ScheduleKernels)
 
 # The order the stages run in.
@@ -15,10 +15,11 @@ STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
 def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure=None,
-           **plan_options) -> dict:
+           index_checks: bool = True, **plan_options) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
-    ``pack`` re-lays matmul/conv weights out (while the constants and their
+    ``pack`` makes every gather check its indices (:class:`CheckIndices`), then
+    re-lays matmul/conv weights out (while the constants and their
     transposes are still visible), in the layouts the layout planner picks
     from the measured costs in ``database`` (a directory) and ``schedules/``;
     ``fuse`` is TVM's dispatch, legalization, constant folding (which folds
@@ -39,7 +40,9 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`);
     ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
-    error ~1e-6); ``plan_options`` go to :class:`FluidMLPlan`.
+    error ~1e-6); ``index_checks=False`` leaves gathers unchecked (:class:`CheckIndices`
+    makes an out-of-range index raise instead of reading out of bounds);
+    ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = describe(target)
     pipe = relax.pipeline
@@ -51,7 +54,9 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
         schedule = [ScheduleGPUKernels(target)]
     with target.target:  # TVM's Adreno passes read the target in scope when they are constructed
         return {
-            "pack": pack + ([PackWeights(target, costs)] if kernels else []),
+            # CheckIndices first: export lifts weight-only values (the importer's index extents) after "pack"
+            "pack": ([CheckIndices()] if index_checks else []) + pack
+            + ([PackWeights(target, costs)] if kernels else []),
             "fuse": pipe.library_dispatch_passes(target.target)
             + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
             "tuned": [ApplyTuningDatabase(target, database)],

@@ -2,6 +2,7 @@
 
 from ..analysis.phase import PipelinePlacementError
 from .apply_tuning_database import ApplyTuningDatabase
+from .check_indices import CheckIndices
 from .fluidml_plan import FluidMLPlan
 from .plan_memory import PlanMemory
 from .expand_integer_power import ExpandIntegerPower
@@ -13,6 +14,6 @@ from .schedule_gpu_kernels import ScheduleGPUKernels
 from .schedule_kernels import ScheduleKernels
 from .write_into_output import WriteIntoOutput
 
-__all__ = ["ApplyTuningDatabase", "FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory",
+__all__ = ["ApplyTuningDatabase", "CheckIndices", "FluidMLPlan", "LiftKernelScratch", "PlanMemory", "ReorderForMemory",
            "WriteIntoOutput", "ExpandIntegerPower", "FoldLayoutKernels", "PackWeights", "ScheduleKernels", "ScheduleGPUKernels",
            "PipelinePlacementError"]
