@@ -52,16 +52,19 @@ class RemoteTimer:
     load, one timing) is bounded by the device's session timeout: a killed
     or frozen server raises :class:`~fluidml_tvm.tuning.rpc.RemoteDeviceLost`
     instead of hanging. The board times with its own ``time_evaluator``;
-    ``number=1`` suits slow boards.
+    ``number=1`` suits slow boards. Call :meth:`close` when done.
     """
 
     def __init__(self, target, device: RemoteDevice, *, number: int = 1, repeat: int = 3,
                  min_repeat_ms: int = 0):
         self.device = device
-        self.where = f"the RPC device {device}"
         self.fcompile = cross_compiler(describe(target))
         self.options = {"number": number, "repeat": repeat, "min_repeat_ms": min_repeat_ms}
         self._dir = tempfile.TemporaryDirectory(prefix="fluidml-remote-")
+        # Every remote handle (session, modules, tensors, timers) is held here until close():
+        # freeing one is an RPC call, which on a frozen board would block the caller for ever.
+        self._held: list = []
+        self._lost: RemoteDeviceLost | None = None
         self._session = None
         self._count = 0
 
@@ -78,9 +81,11 @@ class RemoteTimer:
             tensors = [tvm.runtime.tensor(a, dev) for a in args]
             if _is_relax(executable):
                 module = relax.VirtualMachine(module, dev)
-            return module.time_evaluator("main", dev, **self.options), tensors
+            return module, module.time_evaluator("main", dev, **self.options), tensors
 
-        timer, tensors = self._call("loading a kernel", load)
+        loaded = self._call("loading a kernel", load)
+        self._held.append(loaded)
+        _, timer, tensors = loaded
         return lambda: self._call("timing a kernel", lambda: timer(*tensors).results)
 
     def session(self):
@@ -88,15 +93,28 @@ class RemoteTimer:
             device = self.device
             self._session = self._call("connecting", lambda: rpc.connect_tracker(device.host, device.port).request(
                 device.key, session_timeout=device.session_timeout_sec))
+            self._held.append(self._session)
         return self._session
 
     def close(self) -> None:
-        """End the session: the server goes back to the tracker's pool for other work."""
-        self._session = None
+        """Free the remote handles and end the session (the server goes back to the tracker's pool).
+
+        After a lost device they are never freed: each free would wait for it.
+        """
+        held, self._held, self._session = self._held, [], None
+        if self._lost is None:
+            try:
+                self._call("closing the session", held.clear)
+            except RemoteDeviceLost:
+                pass  # the stuck call's thread keeps them
+        else:
+            threading.Thread(target=_keep, args=(held,), daemon=True).start()
         self._dir.cleanup()
 
     def _call(self, what: str, fn):
         """``fn()`` in a daemon thread, waited for at most the session timeout (RPC calls release the GIL)."""
+        if self._lost is not None:
+            raise self._lost
         result: dict = {}
 
         def run():
@@ -109,12 +127,18 @@ class RemoteTimer:
         thread.start()
         thread.join(self.device.session_timeout_sec)
         if thread.is_alive():
-            self._session = None
-            raise RemoteDeviceLost(f"the RPC device {self.device} did not answer within "
-                                   f"{self.device.session_timeout_sec} s while {what} (frozen, killed or busy)")
+            self._lost = RemoteDeviceLost(f"the RPC device {self.device} did not answer within "
+                                          f"{self.device.session_timeout_sec} s while {what} (frozen, killed or busy)")
+            raise self._lost
         if "error" in result:
-            self._session = None
-            err = result["error"]
+            err = result.pop("error")
+            self._held.append(err)  # its frames hold remote handles: freed with the others, or never
             first = next((line for line in str(err).splitlines()[::-1] if line.strip()), str(err)).strip()
-            raise RemoteDeviceLost(f"the RPC device {self.device} failed while {what}: {first[:200]}") from err
-        return result["value"]
+            self._lost = RemoteDeviceLost(f"the RPC device {self.device} failed while {what}: {first[:200]}")
+            raise self._lost from None
+        return result.pop("value")
+
+
+def _keep(objects: list) -> None:
+    """Hold ``objects`` until the process exits (a daemon thread's frame is never cleaned up)."""
+    threading.Event().wait()
