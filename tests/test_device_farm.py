@@ -8,6 +8,8 @@ the binaries and the numerics are checked.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -18,7 +20,8 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from fluidml_tvm import export
-from fluidml_tvm.targets import cross_compiler
+from fluidml_tvm.layout.costs import LayoutCostDatabase
+from fluidml_tvm.targets import cross_compiler, describe
 from fluidml_tvm.tuning import fast_local_builder, open_database, tune
 from fluidml_tvm.tuning.failures import FAILED_RUN_SECS, AllMeasurementsFailed
 from fluidml_tvm.tuning.rpc import remote_measurement
@@ -103,6 +106,9 @@ def test_tuning_across_two_boards_survives_one_killed_and_the_build_runs_on_the_
     assert len(records) == 6
     assert all(max(float(s) for s in r.run_secs) < FAILED_RUN_SECS for r in records)
     assert machines.machines and set(machines.machines) == {EM_AARCH64}
+    # --packed timed the layout candidates on a board first: its records are under the aarch64 key
+    layouts = LayoutCostDatabase(tmp_path / "db").records(describe(TARGET).record_key)
+    assert {r.workload[0] for r in layouts} >= {"matmul"} and all(math.isfinite(r.seconds) for r in layouts)
 
     info, _ = export(model, tmp_path / "artifact", TARGET, database=tmp_path / "db",
                      fcompile=cross_compiler(TARGET))
