@@ -17,7 +17,7 @@ import signal
 import numpy as np
 import onnx
 import pytest
-from farm import Farm
+from farm import KEY, Farm
 from onnx import TensorProto, helper, numpy_helper
 
 from fluidml_tvm import export
@@ -27,7 +27,8 @@ from fluidml_tvm.pipeline import stages
 from fluidml_tvm.targets import cross_compiler, describe
 from fluidml_tvm.transform import PackWeights
 from fluidml_tvm.tuning.measure_layouts import measure_layouts, model_layouts
-from fluidml_tvm.tuning.rpc import RemoteDeviceLost
+from fluidml_tvm.tuning import tune
+from fluidml_tvm.tuning.rpc import RemoteDeviceLost, remote_measurement
 from fluidml_tvm.tuning.timers import RemoteTimer
 
 TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
@@ -97,6 +98,7 @@ def test_layout_costs_measured_on_the_board_choose_the_layouts_of_a_build_for_it
 
 
 def test_a_board_frozen_during_layout_measurement_is_an_error_and_the_records_so_far_are_kept(board, tmp_path):
+    """Directly and through ``tune --packed``: no hang, a clear error, every finished record kept."""
     mod, _ = onnx_to_relax(_matmuls())
     pending = model_layouts(mod, TARGET)
     db = tmp_path / "db"
@@ -111,3 +113,10 @@ def test_a_board_frozen_during_layout_measurement_is_an_error_and_the_records_so
     first = next(iter(pending))
     kept = LayoutCostDatabase(db).records(describe(TARGET).record_key)
     assert sorted(r.layout for r in kept) == sorted(pending[first]) and {r.workload for r in kept} == {first}
+
+    # `tune --packed` on the frozen board resumes after the kept records and stops with them named
+    runner, callbacks = remote_measurement(board.tracker, KEY, session_timeout_sec=30)
+    with pytest.raises(RemoteDeviceLost, match=f"during layout measurement; 2 layout cost records for this "
+                                               f"target are kept in {db}"):
+        tune(_matmuls(), TARGET, db, trials=2, packed=True, runner=runner, extra_callbacks=callbacks, progress=False)
+    assert len(LayoutCostDatabase(db).records(describe(TARGET).record_key)) == 2
