@@ -27,8 +27,6 @@ def _is_relax(executable) -> bool:
 class LocalTimer:
     """Runs each module on this machine's CPU (``target`` must run here)."""
 
-    where = "this machine"
-
     def __init__(self, target, *, number: int = 3, repeat: int = 5, min_repeat_ms: int = 20):
         target = describe(target)
         if target.linker is not None:
