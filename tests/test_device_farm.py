@@ -8,13 +8,7 @@ the binaries and the numerics are checked.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
+import math
 
 import numpy as np
 import onnx
@@ -26,16 +20,16 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from fluidml_tvm import export
-from fluidml_tvm.targets import cross_compiler
+from fluidml_tvm.layout.costs import LayoutCostDatabase
+from fluidml_tvm.targets import cross_compiler, describe
 from fluidml_tvm.tuning import fast_local_builder, open_database, tune
 from fluidml_tvm.tuning.failures import FAILED_RUN_SECS, AllMeasurementsFailed
-from fluidml_tvm.tuning.rpc import RemoteDevice, TrackerUnreachable, remote_measurement
+from fluidml_tvm.tuning.rpc import remote_measurement
+
+from farm import KEY, SESSION_SEC, Farm
 
 TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
-KEY = "emulated-aarch64"
 EM_AARCH64 = 183  # ELF e_machine of aarch64
-STARTUP_SEC = 600  # two QEMU Pythons importing all of tvm on a loaded 2-core machine
-SESSION_SEC = 300  # one measurement under QEMU, queueing included
 
 
 def _mlp() -> onnx.ModelProto:
@@ -49,77 +43,6 @@ def _mlp() -> onnx.ModelProto:
          numpy_helper.from_array(rng.standard_normal((32, 128), "float32"), "w2")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Farm:
-    """A tracker on the host and emulated board servers, each process in its own process group."""
-
-    def __init__(self, board: Path, logs: Path):
-        self.board, self.logs, self.procs, self.killed = board, logs, {}, set()
-        self.port = _free_port()
-        self.device = RemoteDevice("127.0.0.1", self.port, KEY, session_timeout_sec=SESSION_SEC)
-
-    def start(self, name: str, argv: list[str], env: dict) -> None:
-        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - the process writes to it until killed
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-        log.close()
-
-    def start_all(self, servers: int) -> None:
-        tracker = ["-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--port-end", str(self.port + 1)]
-        self.start("tracker", [sys.executable, *tracker], dict(os.environ))
-        # The board's Python must not see host paths (x86 extension modules).
-        board_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        for i in range(servers):
-            port = _free_port()
-            self.start(f"board{i}", [str(self.board / "python"), "-m", "tvm.exec.rpc_server",
-                                     "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
-                                     "--tracker", f"127.0.0.1:{self.port}", "--key", KEY], board_env)
-        self.wait_for(servers, STARTUP_SEC)
-
-    def servers(self) -> int:
-        """Boards the tracker lists; 0 while the tracker itself is still starting."""
-        try:
-            return self.device.count_servers()
-        except TrackerUnreachable:
-            return 0
-
-    def wait_for(self, servers: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.servers() != servers:
-            dead = [n for n, p in self.procs.items() if p.poll() is not None and n not in self.killed]
-            if dead or time.monotonic() > deadline:
-                logs = "\n".join(f"--- {n}\n{self.log(n)[-1500:]}" for n in self.procs)
-                pytest.fail(f"tracker lists {self.servers()} of {servers} boards "
-                            f"(exited: {dead})\n{logs}")
-            time.sleep(1)
-
-    def kill(self, name: str) -> None:
-        self.killed.add(name)
-        proc = self.procs[name]
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the server, its popen worker, its session processes
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        for name in list(self.procs):
-            self.kill(name)
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def served(self, name: str) -> int:
-        """Candidates the board loaded (its server logs each load)."""
-        return self.log(name).count("load_module")
 
 
 @pytest.fixture
@@ -164,7 +87,6 @@ class _KillBusiestBoard(ms.measure_callback.PyMeasureCallback):
             self.farm.wait_for(1, 60)  # the tracker drops it when its connection closes
 
 
-@pytest.mark.filterwarnings("ignore:layout costs are measured")  # on the device: not this test's subject
 def test_tuning_across_two_boards_survives_one_killed_and_the_build_runs_on_the_board(farm, tmp_path):
     model = _mlp()
     remote = tvm.rpc.connect_tracker("127.0.0.1", farm.port).request(KEY, session_timeout=SESSION_SEC)
@@ -184,6 +106,9 @@ def test_tuning_across_two_boards_survives_one_killed_and_the_build_runs_on_the_
     assert len(records) == 6
     assert all(max(float(s) for s in r.run_secs) < FAILED_RUN_SECS for r in records)
     assert machines.machines and set(machines.machines) == {EM_AARCH64}
+    # --packed timed the layout candidates on a board first: its records are under the aarch64 key
+    layouts = LayoutCostDatabase(tmp_path / "db").records(describe(TARGET).record_key)
+    assert {r.workload[0] for r in layouts} >= {"matmul"} and all(math.isfinite(r.seconds) for r in layouts)
 
     info, _ = export(model, tmp_path / "artifact", TARGET, database=tmp_path / "db",
                      fcompile=cross_compiler(TARGET))

@@ -182,8 +182,9 @@ class KernelCosts:
     """Seconds of a fused kernel (default schedule) from the records of ``target``, keyed by its structural hash.
 
     ``measure(kernel) -> seconds`` (the tuner passes
-    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`) times a kernel
-    without a record on the spot, and the record is kept; without it such a
+    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`, timing here or
+    on its RPC device) times a kernel without a record on the spot, and the
+    record is kept; without it such a
     kernel's time is unknown (None).
     """
 

@@ -13,9 +13,9 @@ from ..analysis.weight_layouts import candidates, workload
 from ..layout.costs import LayoutCostDatabase, LayoutRecord
 from ..pipeline import get_pipeline
 from ..rewrite.pack_matmul import rewrite_packed_matmuls
-from ..runtime.threads import use_all_cores
 from ..schedule import schedule_function
 from ..targets import describe
+from .timers import LocalTimer
 
 
 def kernel_module(work: tuple, layout: tuple, seed: int = 0) -> tvm.IRModule:
@@ -49,34 +49,30 @@ def kernel_module(work: tuple, layout: tuple, seed: int = 0) -> tvm.IRModule:
 
 
 def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, rounds: int = 3,
-                    progress=None) -> int:
+                    progress=None, timer=None) -> int:
     """Measure every ``pending[workload]`` layout not in ``database``; return how many were added.
 
-    The layouts of one workload are timed by :func:`best_round_medians`, so a
-    burst of load on this (noisy) machine does not pick the layout.
-    ``progress(done, total, workload)`` is
-    called after each workload.
+    ``timer`` runs the kernels: a :class:`~fluidml_tvm.tuning.timers.LocalTimer`
+    (the default: this machine, which must run ``target``) or a
+    :class:`~fluidml_tvm.tuning.timers.RemoteTimer` (a device behind an RPC
+    tracker). The layouts of one workload are timed by
+    :func:`best_round_medians`, so a burst of load does not pick the layout;
+    their records are appended as soon as they are measured.
+    ``progress(done, total, workload)`` is called after each workload.
     """
     target = describe(target)
-    if target.linker is not None:
-        raise ValueError(f"layout costs are timed on this machine; {target} does not run here")
-    use_all_cores()
+    timer = timer or LocalTimer(target)
     key = target.record_key
     todo = {w: [l for l in ls if database.measured(key, w, l) is None] for w, ls in pending.items()}
     todo = {w: ls for w, ls in todo.items() if ls}
     added = 0
-    dev = tvm.cpu()
     for done, (work, layouts) in enumerate(todo.items(), 1):
         runs = {}
         for layout in layouts:
             mod = kernel_module(work, layout)
             executable = tvm.compile(mod, target.target, relax_pipeline=get_pipeline(target))
-            vm = relax.VirtualMachine(executable, dev)
             shape = [int(s) for s in mod["main"].params[0].ty.shape.values]
-            x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal(shape).astype("float32"))
-            vm["main"](x)
-            timer = vm.time_evaluator("main", dev, number=3, repeat=5, min_repeat_ms=20)
-            runs[layout] = lambda timer=timer, x=x: timer(x).results
+            runs[layout] = timer.runs(executable, [np.random.default_rng(1).standard_normal(shape).astype("float32")])
         for layout, seconds in best_round_medians(runs, rounds).items():
             database.add(LayoutRecord(key, tuple(work), tuple(layout), seconds))
             added += 1
@@ -109,10 +105,13 @@ def model_layouts(mod: tvm.IRModule, target) -> dict:
     return pending
 
 
-def kernel_seconds(func, target, *, rounds: int = 3) -> float:
-    """Time of one PrimFunc as a build runs it: the default schedule, random arguments, best round median."""
+def kernel_seconds(func, target, *, rounds: int = 3, timer=None) -> float:
+    """Time of one PrimFunc as a build runs it: the default schedule, random arguments, best round median.
+
+    ``timer`` as in :func:`measure_layouts` (default: this machine).
+    """
     target = describe(target)
-    use_all_cores()
+    timer = timer or LocalTimer(target, number=5, repeat=5, min_repeat_ms=10)
     scheduled, _ = schedule_function(func, target, False)
     lib = tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target.target)
     rng = np.random.default_rng(0)
@@ -120,6 +119,5 @@ def kernel_seconds(func, target, *, rounds: int = 3) -> float:
     for param in func.params:
         shape, dtype = [int(d) for d in param.ty.shape], str(param.ty.dtype)
         data = rng.standard_normal(shape) if dtype.startswith("float") else np.zeros(shape)
-        args.append(tvm.runtime.tensor(data.astype(dtype)))
-    timer = lib.jit().time_evaluator("main", tvm.cpu(), number=5, repeat=5, min_repeat_ms=10)
-    return best_round_medians({"kernel": lambda: timer(*args).results}, rounds)["kernel"]
+        args.append(data.astype(dtype))
+    return best_round_medians({"kernel": timer.runs(lib, args)}, rounds)["kernel"]

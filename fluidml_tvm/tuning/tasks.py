@@ -13,7 +13,7 @@ from .measure_layouts import kernel_seconds
 
 
 def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = False, database=None,
-         measure: bool = False) -> tvm.IRModule:
+         measure=False) -> tvm.IRModule:
     """``model`` (ONNX path, ``onnx.ModelProto`` or Relax ``IRModule``) after the pipeline's "fuse" stage.
 
     These are the PrimFuncs a database applied after "fuse" is looked up
@@ -21,7 +21,8 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
     ``packed`` runs the pipeline's "pack" stage (packed weight layouts) first,
     so the records match builds with ``kernels=True`` (weight layouts chosen
     with the layout costs of the ``database`` directory, as such a build
-    does; ``measure``: timing the kernels those choices need first); without
+    does; ``measure``: timing the kernels those choices need first, here if
+    True, else with this ``measure(kernel) -> seconds``); without
     it they match the row-major kernels of ``kernels=False`` builds.
     """
     target = describe(target)
@@ -32,7 +33,7 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
 
         mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
     parts = stages(target, kernels=packed, database=database,
-                   measure=partial(kernel_seconds, target=target) if measure else None)
+                   measure=partial(kernel_seconds, target=target) if measure is True else measure or None)
     with target.target:
         return tvm.transform.Sequential(parts.get("pack", []) + parts["fuse"])(mod)
 

@@ -7,6 +7,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import tvm
@@ -19,7 +20,9 @@ from ..targets import cross_compiler, describe
 from .builder import fast_local_builder
 from .failures import StopWhenAllFail, TuningInterrupted
 from .intrinsics import register_cpu_intrinsics
+from .rpc import RemoteDevice, RemoteDeviceLost
 from .tasks import extract_tasks, fuse
+from .timers import RemoteTimer
 
 
 @dataclass
@@ -63,7 +66,8 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
          trials_per_iter: int = 16, input_shapes: dict | None = None, op_names: list[str] | None = None,
          builder: ms.builder.Builder | None = None, runner: ms.runner.Runner | None = None,
          extra_callbacks: list | None = None, search: str | ms.search_strategy.SearchStrategy = "evolutionary",
-         packed: bool = False, seed: int | None = None, progress: bool = True) -> TuningReport:
+         packed: bool = False, seed: int | None = None, progress: bool = True,
+         device: RemoteDevice | None = None) -> TuningReport:
     """Tune ``model``'s kernels for ``target`` with MetaSchedule (XGBoost cost model) into ``work_dir``.
 
     ``trials`` is the total number of measured candidates wanted in
@@ -84,6 +88,12 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     (measure callbacks) run before MetaSchedule's own, so one can stop
     tuning before a bad batch is recorded. ``search`` is MetaSchedule's search
     strategy (default: evolutionary search guided by the XGBoost cost model).
+
+    With ``packed``, the candidate weight layouts are timed first, into
+    ``work_dir``'s layout cost records: on ``device`` (default: the device of
+    an ``RPCRunner`` given as ``runner``), each kernel linked here with the
+    target's cross compiler; on this machine when the target runs here; for
+    a target neither reaches, not at all (its defaults stay, with a warning).
     """
     given, target = target, describe(target)
     if target.cpu and not target.target.attrs.get("num-cores"):  # MetaSchedule fails deep inside
@@ -97,11 +107,14 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     database = open_database(work_dir)
     if packed:
         mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
-        if runner is None and cross_compiler(target) is None:
-            _measure_layouts(mod, target, work_dir, progress)
+        device = device or _rpc_device(runner)
+        if device is not None:
+            _measure_layouts(mod, target, work_dir, progress, RemoteTimer(target, device))
+        elif runner is None and cross_compiler(target) is None:
+            _measure_layouts(mod, target, work_dir, progress, None)
         else:
-            # layout costs are timed in this process; a remote device's would be this CPU's
-            warnings.warn(f"layout costs are measured on this machine only: not measured for {target}; "
+            # this CPU's times are not the device's: its defaults (sized for its vector unit) stay
+            warnings.warn(f"layout costs are not measured for {target} without its RPC device; "
                           "the build keeps the default blocks unless records for it exist", stacklevel=2)
         model = mod
     extracted = extract_tasks(model, target, input_shapes=input_shapes, op_names=op_names, packed=packed,
@@ -118,20 +131,43 @@ def tune(model, target, work_dir, trials: int, *, trials_per_task: int | None = 
     return _report(extracted, database, work_dir, trials, per_task, measured_before)
 
 
-def _measure_layouts(mod, target, work_dir, progress: bool) -> None:
-    """Time every candidate weight layout first: the packed kernels MetaSchedule tunes are those it picks."""
+def _rpc_device(runner) -> RemoteDevice | None:
+    """The device an ``RPCRunner`` measures on (None for any other runner)."""
+    if not isinstance(runner, ms.runner.RPCRunner):
+        return None
+    config = runner.rpc_config
+    return RemoteDevice(config.tracker_host, config.tracker_port, config.tracker_key,
+                        session_timeout_sec=int(config.session_timeout_sec))
+
+
+def _measure_layouts(mod, target, work_dir, progress: bool, timer) -> None:
+    """Time every candidate weight layout first: the packed kernels MetaSchedule tunes are those it picks.
+
+    ``timer`` None times them here. A device lost meanwhile stops tuning with
+    every record measured so far kept (each is appended as it is measured).
+    """
     from tqdm import tqdm
 
     from ..layout.costs import LayoutCostDatabase
-    from .measure_layouts import measure_layouts, model_layouts
+    from .measure_layouts import kernel_seconds, measure_layouts, model_layouts
 
     def advance(done, total, _work):
         bar.total, bar.n = total, done
         bar.refresh()
 
-    with tqdm(unit="kernel", desc="layouts", disable=not progress, dynamic_ncols=True) as bar:
-        measure_layouts(LayoutCostDatabase(work_dir), target, model_layouts(mod, target), progress=advance)
-    fuse(mod, target, packed=True, database=work_dir, measure=True)  # the kernels the fold decisions compare
+    database = LayoutCostDatabase(work_dir)
+    try:
+        with tqdm(unit="kernel", desc="layouts", disable=not progress, dynamic_ncols=True) as bar:
+            measure_layouts(database, target, model_layouts(mod, target), progress=advance, timer=timer)
+        # the kernels the fold decisions compare
+        fuse(mod, target, packed=True, database=work_dir, measure=partial(kernel_seconds, target=target, timer=timer))
+    except RemoteDeviceLost as err:
+        kept = len(LayoutCostDatabase(work_dir).records(target.record_key))
+        raise RemoteDeviceLost(f"{err} during layout measurement; {kept} layout cost records for this target "
+                               f"are kept in {work_dir}; run the same tuning again to continue from them") from err
+    finally:
+        if timer is not None:
+            timer.close()  # the server is free for the trials
 
 
 def _report(extracted, database, work_dir, trials, per_task, measured_before) -> TuningReport:
