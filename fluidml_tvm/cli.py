@@ -23,11 +23,13 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="optimize the built-in example model (a small BERT-style encoder)")
     _build_options(demo, output_required=False)
     from .tuning.cli import add_tune_parser
+    from .tuning.farm import add_rpc_parser
 
     add_tune_parser(sub)
+    add_rpc_parser(sub)
     args = parser.parse_args(argv)
     use_all_cores()
-    if args.command == "tune":
+    if args.command in ("tune", "rpc"):
         return args.func(args)
 
     from .frontend import ModelImportError

@@ -1,0 +1,128 @@
+"""``fluidml-tvm rpc tracker|server``: a server started by the command registers at a tracker started by it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tvm
+
+from fluidml_tvm.cli import main
+from fluidml_tvm.tuning.rpc import RemoteDevice
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "cli-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _command(*args, log: Path) -> subprocess.Popen:
+    """``fluidml-tvm ARGS`` in its own process group (killed whole by :func:`_kill`)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "fluidml_tvm.cli", *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and TVM's worker process under it
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    """``fluidml-tvm ARGS`` in this process (for what ends before a server starts): code, stdout, stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # --help
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _wait(condition, what: str, proc: subprocess.Popen, log: Path, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what}: {'exited ' + str(proc.returncode) if proc.poll() is not None else 'timed out'}\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.5)
+
+
+def test_a_server_started_by_the_command_registers_at_the_commands_tracker(tmp_path):
+    port, server_port = _free_port(), _free_port()
+    started = []
+    try:
+        started.append(_command("rpc", "tracker", "--port", str(port), log=tmp_path / "tracker.log"))
+        _wait(lambda: "RPC tracker listening on 127.0.0.1:" in (tmp_path / "tracker.log").read_text(),
+              "the tracker", started[0], tmp_path / "tracker.log")
+        assert f"RPC tracker listening on 127.0.0.1:{port}" in (tmp_path / "tracker.log").read_text()
+        device = RemoteDevice("127.0.0.1", port, KEY)
+        assert device.count_servers() == 0
+        started.append(_command("rpc", "server", "--tracker", f"127.0.0.1:{port}", "--key", KEY,
+                                "--port", str(server_port), log=tmp_path / "server.log"))
+        _wait(lambda: device.count_servers() == 1, "the server", started[1], tmp_path / "server.log")
+
+        summary = tvm.rpc.connect_tracker("127.0.0.1", port).summary()
+        assert summary["server_info"] == [{"key": f"server:{KEY}", "addr": ["127.0.0.1", server_port]}]
+        # The server runs code sent to it: a session through the tracker answers.
+        remote = tvm.rpc.connect_tracker("127.0.0.1", port).request(KEY, session_timeout=60)
+        assert remote.get_function("runtime.GetDeviceAttr") is not None
+        # Loopback binding by default: nothing listens on the other interfaces.
+        assert _listens_only_on_loopback(server_port)
+    finally:
+        for proc in started:
+            _kill(proc)
+
+
+def _listens_only_on_loopback(port: int) -> bool:
+    addresses = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {"127.0.0.1"}
+    for address in addresses - {a for a in addresses if a.startswith("127.")}:
+        try:
+            socket.create_connection((address, port), timeout=2).close()
+            return False
+        except OSError:
+            pass
+    return True
+
+
+def test_a_taken_port_range_is_one_line(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = _run(capsys, "rpc", "tracker", "--port", str(port), "--port-end", str(port + 1))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"fluidml-tvm: error: --host 127.0.0.1 --port {port}: no port in {port}..{port} can be bound "
+        f"(last: Address already in use); choose another with --port/--port-end"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["server", "--tracker", "localhost", "--key", KEY], "--rpc-tracker 'localhost': expected HOST:PORT"),
+    (["tracker", "--port", "9300", "--port-end", "9300"], "--port 9300 --port-end 9300: need 0 < PORT < PORT-END"),
+    (["tracker", "--host", "no.such.host.invalid"], "--host no.such.host.invalid --port 9190: not an address"),
+])
+def test_bad_arguments_are_one_line(capsys, args, message):
+    code, _, err = _run(capsys, "rpc", *args)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if not line.startswith("fluidml-tvm: note:")]
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_help_says_rpc_has_no_authentication(capsys):
+    for kind in ("tracker", "server"):
+        text = " ".join(_run(capsys, "rpc", kind, "--help")[1].split())
+        assert "no authentication" in text and "default 127.0.0.1" in text
