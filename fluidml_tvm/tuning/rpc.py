@@ -79,13 +79,20 @@ class RemoteDevice:
         return self.status()[0]
 
     def runner(self, evaluator_config: ms.runner.EvaluatorConfig | None = None) -> ms.runner.RPCRunner:
-        """An ``RPCRunner`` for the device whose measurements time out; a clear error now if none can run."""
-        if self.count_servers() == 0:
+        """An ``RPCRunner`` for the device whose measurements time out; a clear error now if none can run.
+
+        It measures on every server registered under the key now, in
+        parallel: one worker per server (MetaSchedule's default is one in
+        all), so no measurement waits in the tracker's queue for a server
+        that another worker holds.
+        """
+        servers = self.count_servers()
+        if servers == 0:
             raise RemoteDeviceLost(
                 f"no RPC server {self} (check with: python -m tvm.exec.query_rpc_tracker "
                 f"--host {self.host} --port {self.port})")
-        pool = _BoundedPool(self.session_timeout_sec)
-        runner = ms.runner.RPCRunner(rpc_config=self.config, evaluator_config=evaluator_config,
+        pool = _BoundedPool(self.session_timeout_sec, workers=servers)
+        runner = ms.runner.RPCRunner(rpc_config=self.config, evaluator_config=evaluator_config, max_workers=servers,
                                      f_create_session=_make_create_session(self.answer_timeout, pool.last))
         # RPCRunner's own pool waits for a measurement without limit: a stopped server hangs tuning.
         unbounded, runner.pool = runner.pool, pool
@@ -159,14 +166,15 @@ class _WatchDevice(ms.measure_callback.PyMeasureCallback):
 
 
 class _BoundedPool(PopenPoolExecutor):
-    """One worker whose calls answer TimeoutError after ``timeout`` s (the RPC calls release the GIL), then die.
+    """Workers whose calls answer TimeoutError after ``timeout`` s (the RPC calls release the GIL), then die.
 
-    ``last`` says how the previous measurement ended ("timeout", "skipped" or
-    None), for the next session to skip at once when no server is free.
+    ``last`` says how the measurement that ended last ended ("timeout",
+    "skipped" or None), for the next session to skip at once when no server
+    is free again.
     """
 
-    def __init__(self, timeout: float):
-        super().__init__(max_workers=1, timeout=timeout)
+    def __init__(self, timeout: float, workers: int = 1):
+        super().__init__(max_workers=max(1, workers), timeout=timeout)
         self.last: dict = {"end": None}
 
     def submit(self, fn, *args, **kwargs):
