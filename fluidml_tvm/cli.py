@@ -24,12 +24,14 @@ def main(argv=None) -> int:
     _build_options(demo, output_required=False)
     from .tuning.cli import add_tune_parser
     from .tuning.farm import add_rpc_parser
+    from .bench import add_bench_parser
 
     add_tune_parser(sub)
     add_rpc_parser(sub)
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     use_all_cores()
-    if args.command in ("tune", "rpc"):
+    if args.command in ("tune", "rpc", "bench"):
         return args.func(args)
 
     from .frontend import ModelImportError
