@@ -216,7 +216,7 @@ def _run_remote(device, info, inputs: dict, repeat: int, warmup: int):
         for _ in range(max(warmup - 1, 0)):  # the call above was the first warm-up run
             vm["main"](*args)
         result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
-    except (tvm.error.TVMError, RuntimeError, OSError) as err:
+    except (RuntimeError, OSError, ValueError) as err:  # TVM's errors (RPCError, ...) are RuntimeErrors
         why = next((line for line in str(err).splitlines()[::-1] if line.strip()), type(err).__name__).strip()
         raise BenchError(f"the RPC device {device}: {why[:300]}") from None
     return list(result.results), output

@@ -88,6 +88,20 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def _wait_registered(device: RemoteDevice, procs, timeout: float, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if device.count_servers() == 1:
+                return
+        except ConnectionError:  # the tracker is still starting
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            board = logs / "board.log"
+            pytest.fail("the server did not register" + (":\n" + board.read_text()[-2000:] if board.exists() else ""))
+        time.sleep(1)
+
+
 def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_path, capsys):
     port = _free_port()
     root = Path(__file__).resolve().parents[1]
@@ -103,17 +117,7 @@ def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_
                 [str(aarch64_board / "python"), "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
                  "--key", KEY, "--host", "127.0.0.1", "--port", str(_free_port()), "--port-end", "65535"],
                 env=board_env, stdout=log, stderr=log, start_new_session=True))
-        device = RemoteDevice("127.0.0.1", port, KEY)
-        deadline = time.monotonic() + STARTUP_SEC
-        while True:
-            try:
-                if device.count_servers() == 1:
-                    break
-            except ConnectionError:  # the tracker is still starting
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                pytest.fail("the board did not register:\n" + (tmp_path / "board.log").read_text()[-2000:])
-            time.sleep(1)
+        _wait_registered(RemoteDevice("127.0.0.1", port, KEY), procs, STARTUP_SEC, tmp_path)
 
         code = main(["bench", str(mlp), "--target", "aarch64", "--input-shape", "x=8,64", "--repeat", "3",
                      "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", KEY, "--json", str(tmp_path / "b.json")])
@@ -126,3 +130,26 @@ def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_
     assert result["where"] == f"rpc '{KEY}'" and result["repeat"] == 3 and result["peak_rss_mb"] is None
     assert result["max_rel_error"] <= TOLERANCE  # aarch64 code, run on the board, like ONNX Runtime on the host
     assert "load_module" in (tmp_path / "board.log").read_text()  # the board, not this machine, ran it
+
+
+def test_a_board_that_cannot_load_the_library_is_one_line(mlp, tmp_path, capsys):
+    """An aarch64 library sent to an x86 server (this machine's): the server's refusal, in one line."""
+    port, procs = _free_port(), []
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    try:
+        for args in (["tracker", "--port", str(port)],
+                     ["server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port", str(_free_port())]):
+            procs.append(subprocess.Popen([sys.executable, "-m", "fluidml_tvm.cli", "rpc", *args, "--silent"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        _wait_registered(RemoteDevice("127.0.0.1", port, KEY), procs, 60, tmp_path)
+        code = main(["bench", str(mlp), "--target", "aarch64", "--input-shape", "x=8,64", "--repeat", "1",
+                     "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", KEY])
+    finally:
+        for proc in procs:
+            _kill(proc)
+    _, err = capsys.readouterr()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("building ")]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"fluidml-tvm: error: the RPC device '{KEY}' at tracker")
