@@ -116,7 +116,7 @@ def test_a_taken_port_range_is_one_line(capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["server", "--tracker", "localhost", "--key", KEY], "--rpc-tracker 'localhost': expected HOST:PORT"),
+    (["server", "--tracker", "localhost", "--key", KEY], "error: --tracker 'localhost': expected HOST:PORT"),
     (["tracker", "--port", "9300", "--port-end", "9300"], "--port 9300 --port-end 9300: need 0 < PORT < PORT-END"),
     (["tracker", "--host", "no.such.host.invalid"], "--host no.such.host.invalid --port 9190: not an address"),
 ])

@@ -53,8 +53,8 @@ def run_rpc(args) -> int:
         if not 0 < args.port < port_end <= 65536:
             raise ValueError(f"--port {args.port} --port-end {port_end}: need 0 < PORT < PORT-END <= 65536")
         tracker = RemoteDevice.parse(args.tracker, args.key) if args.rpc_command == "server" else None
-    except ValueError as err:
-        print(f"fluidml-tvm: error: {err}", file=sys.stderr)
+    except ValueError as err:  # RemoteDevice names tune's flag; this command's is --tracker
+        print(f"fluidml-tvm: error: {str(err).replace('--rpc-tracker', '--tracker')}", file=sys.stderr)
         return 2
     if args.host not in LOOPBACK:
         print(f"fluidml-tvm: note: binding {args.host}: {NO_AUTH}", file=sys.stderr, flush=True)
