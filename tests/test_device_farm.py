@@ -29,7 +29,7 @@ from fluidml_tvm import export
 from fluidml_tvm.targets import cross_compiler
 from fluidml_tvm.tuning import fast_local_builder, open_database, tune
 from fluidml_tvm.tuning.failures import FAILED_RUN_SECS, AllMeasurementsFailed
-from fluidml_tvm.tuning.rpc import RemoteDevice, remote_measurement
+from fluidml_tvm.tuning.rpc import RemoteDevice, TrackerUnreachable, remote_measurement
 
 TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
 KEY = "emulated-aarch64"
@@ -86,13 +86,19 @@ class Farm:
 
     def wait_for(self, servers: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.device.count_servers() != servers:
+        while (listed := self.listed()) != servers:
             dead = [n for n, p in self.procs.items() if p.poll() is not None and n not in self.killed]
             if dead or time.monotonic() > deadline:
                 logs = "\n".join(f"--- {n}\n{self.log(n)[-1500:]}" for n in self.procs)
-                pytest.fail(f"tracker lists {self.device.count_servers()} of {servers} boards "
-                            f"(exited: {dead})\n{logs}")
+                pytest.fail(f"tracker lists {listed} of {servers} boards (exited: {dead})\n{logs}")
             time.sleep(1)
+
+    def listed(self) -> int | None:
+        """Servers the tracker lists; None while it does not answer yet (a loaded machine starts it slowly)."""
+        try:
+            return self.device.count_servers()
+        except TrackerUnreachable:
+            return None
 
     def kill(self, name: str) -> None:
         self.killed.add(name)

@@ -195,3 +195,34 @@ def _longest_run(times: list[float], step: float) -> float:
         start = cur if prev is None or cur - prev > step else start
         best = max(best, cur - start)
     return best
+
+
+def test_after_a_timeout_a_session_waits_for_a_server_another_measurement_holds(tmp_path):
+    """With parallel workers, "no server free" after a timed-out measurement means frozen servers only when no
+    other measurement of the runner is in flight; otherwise the held server comes back and is waited for."""
+    from fluidml_tvm.tuning.rpc import _make_create_session
+
+    port, started = _free_port(), []
+    try:
+        started.append(_command("rpc", "tracker", "--port", str(port), "--silent", log=tmp_path / "tracker.log"))
+        _wait(lambda: "listening" in (tmp_path / "tracker.log").read_text(), "the tracker", started[0],
+              tmp_path / "tracker.log")
+        started.append(_command("rpc", "server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port",
+                                str(_free_port()), "--silent", log=tmp_path / "server.log"))
+        device = RemoteDevice("127.0.0.1", port, KEY, session_timeout_sec=60)
+        _wait(lambda: device.count_servers() == 1, "the server", started[1], tmp_path / "server.log")
+        held = [tvm.rpc.connect_tracker("127.0.0.1", port).request(KEY, session_timeout=60)]  # another measurement
+        _wait(lambda: device.status() == (1, 0), "the session", started[1], tmp_path / "server.log")
+
+        alone = _make_create_session(2.0, {"end": "timeout", "running": 1})
+        with pytest.raises(RuntimeError, match="skipped: no RPC server is free since a measurement timed out"):
+            alone(device.config)
+
+        # The other measurement ends after the answer timeout (1 s): its server comes back free then.
+        threading.Timer(3.0, held.clear).start()
+        beside = _make_create_session(1.0, {"end": "timeout", "running": 2})
+        session = beside(device.config)
+        assert session.get_function("runtime.GetDeviceAttr") is not None
+    finally:
+        for proc in started:
+            _kill(proc)

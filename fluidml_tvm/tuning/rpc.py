@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -175,7 +176,18 @@ class _BoundedPool(PopenPoolExecutor):
 
     def __init__(self, timeout: float, workers: int = 1):
         super().__init__(max_workers=max(1, workers), timeout=timeout)
-        self.last: dict = {"end": None}
+        # "running": calls being sent or run now, this one included (shipped with each call)
+        self.last: dict = {"end": None, "running": 0}
+        self._running = threading.Lock()
+
+    def _worker_run(self, fn, args, kwargs):
+        with self._running:
+            self.last["running"] += 1
+        try:
+            return super()._worker_run(fn, args, kwargs)  # pickles fn, and with it ``last``, first
+        finally:
+            with self._running:
+                self.last["running"] -= 1
 
     def submit(self, fn, *args, **kwargs):
         future = super().submit(fn, *args, **kwargs)
@@ -244,11 +256,15 @@ def _make_create_session(answer_timeout: float, last: dict):
 
         host, port, key = rpc_config.tracker_host, rpc_config.tracker_port, rpc_config.tracker_key
         deadline = time.monotonic() + (answer_timeout if last["end"] == "timeout" else 0)
+        # Another measurement of this runner in flight holds a server that comes back when it ends: wait for
+        # it in the tracker's queue (the pool's timeout bounds that). Only with none in flight does "no server
+        # free" after a timeout mean frozen ones.
+        others = last["running"] > 1
         while True:
             registered, free = status(host, port, key, answer_timeout)
             if registered == 0:
                 raise RuntimeError(f"no RPC server with key '{key}' at tracker {host}:{port}")
-            if free or last["end"] is None:
+            if free or last["end"] is None or others:
                 break
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"{skipped} (key '{key}' at tracker {host}:{port})")
