@@ -223,6 +223,24 @@ def test_after_a_timeout_a_session_waits_for_a_server_another_measurement_holds(
         beside = _make_create_session(1.0, {"end": "timeout", "running": 2})
         session = beside(device.config)
         assert session.get_function("runtime.GetDeviceAttr") is not None
+
+        # A session waiting in the queue of a tracker that goes away fails at once (TVM alone would try to
+        # reconnect for minutes, keeping the worker, and the process's exit, waiting).
+        outcome = []
+
+        def wait_in_queue():
+            try:
+                beside(device.config)
+            except RuntimeError as err:
+                outcome.append(err)
+
+        waiting = threading.Thread(target=wait_in_queue, daemon=True)
+        waiting.start()  # the server is held by ``session``
+        _wait(lambda: device.status()[1] == 0, "the queued request", started[0], tmp_path / "tracker.log")
+        time.sleep(1)  # the request is sent before the tracker dies
+        _kill(started[0])
+        waiting.join(timeout=30)
+        assert not waiting.is_alive() and outcome, "a session request outlived its tracker"
     finally:
         for proc in started:
             _kill(proc)

@@ -269,7 +269,10 @@ def _make_create_session(answer_timeout: float, last: dict):
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"{skipped} (key '{key}' at tracker {host}:{port})")
             time.sleep(0.5)
+        # One try: TVM's retries reconnect to a lost tracker for 60 s each, holding the worker (and the
+        # process's exit) long after tuning stopped; a failed session is the device watch's to judge.
         return rpc.connect_tracker(host, port).request(key, priority=rpc_config.session_priority,
-                                                       session_timeout=rpc_config.session_timeout_sec)
+                                                       session_timeout=rpc_config.session_timeout_sec,
+                                                       max_retry=1)
 
     return create_session
