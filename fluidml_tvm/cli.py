@@ -23,9 +23,13 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="optimize the built-in example model (a small BERT-style encoder)")
     _build_options(demo, output_required=False)
     from .tuning.cli import add_tune_parser
+    from .tuning.farm import add_rpc_parser
+    from .bench import add_bench_parser
 
     add_tune_parser(sub)
     sub.add_parser("targets", help="list the target presets (--target NAME) and what each means")
+    add_rpc_parser(sub)
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "targets":
         from .targets import preset_meanings
@@ -34,7 +38,7 @@ def main(argv=None) -> int:
             print(f"{name:15} {meaning}")
         return 0
     use_all_cores()
-    if args.command == "tune":
+    if args.command in ("tune", "rpc", "bench"):
         return args.func(args)
 
     from .frontend import ModelImportError

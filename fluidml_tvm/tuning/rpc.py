@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -79,13 +80,20 @@ class RemoteDevice:
         return self.status()[0]
 
     def runner(self, evaluator_config: ms.runner.EvaluatorConfig | None = None) -> ms.runner.RPCRunner:
-        """An ``RPCRunner`` for the device whose measurements time out; a clear error now if none can run."""
-        if self.count_servers() == 0:
+        """An ``RPCRunner`` for the device whose measurements time out; a clear error now if none can run.
+
+        It measures on every server registered under the key now, in
+        parallel: one worker per server (MetaSchedule's default is one in
+        all), so no measurement waits in the tracker's queue for a server
+        that another worker holds.
+        """
+        servers = self.count_servers()
+        if servers == 0:
             raise RemoteDeviceLost(
                 f"no RPC server {self} (check with: python -m tvm.exec.query_rpc_tracker "
                 f"--host {self.host} --port {self.port})")
-        pool = _BoundedPool(self.session_timeout_sec)
-        runner = ms.runner.RPCRunner(rpc_config=self.config, evaluator_config=evaluator_config,
+        pool = _BoundedPool(self.session_timeout_sec, workers=servers)
+        runner = ms.runner.RPCRunner(rpc_config=self.config, evaluator_config=evaluator_config, max_workers=servers,
                                      f_create_session=_make_create_session(self.answer_timeout, pool.last))
         # RPCRunner's own pool waits for a measurement without limit: a stopped server hangs tuning.
         unbounded, runner.pool = runner.pool, pool
@@ -159,15 +167,27 @@ class _WatchDevice(ms.measure_callback.PyMeasureCallback):
 
 
 class _BoundedPool(PopenPoolExecutor):
-    """One worker whose calls answer TimeoutError after ``timeout`` s (the RPC calls release the GIL), then die.
+    """Workers whose calls answer TimeoutError after ``timeout`` s (the RPC calls release the GIL), then die.
 
-    ``last`` says how the previous measurement ended ("timeout", "skipped" or
-    None), for the next session to skip at once when no server is free.
+    ``last`` says how the measurement that ended last ended ("timeout",
+    "skipped" or None), for the next session to skip at once when no server
+    is free again.
     """
 
-    def __init__(self, timeout: float):
-        super().__init__(max_workers=1, timeout=timeout)
-        self.last: dict = {"end": None}
+    def __init__(self, timeout: float, workers: int = 1):
+        super().__init__(max_workers=max(1, workers), timeout=timeout)
+        # "running": calls being sent or run now, this one included (shipped with each call)
+        self.last: dict = {"end": None, "running": 0}
+        self._running = threading.Lock()
+
+    def _worker_run(self, fn, args, kwargs):
+        with self._running:
+            self.last["running"] += 1
+        try:
+            return super()._worker_run(fn, args, kwargs)  # pickles fn, and with it ``last``, first
+        finally:
+            with self._running:
+                self.last["running"] -= 1
 
     def submit(self, fn, *args, **kwargs):
         future = super().submit(fn, *args, **kwargs)
@@ -236,16 +256,23 @@ def _make_create_session(answer_timeout: float, last: dict):
 
         host, port, key = rpc_config.tracker_host, rpc_config.tracker_port, rpc_config.tracker_key
         deadline = time.monotonic() + (answer_timeout if last["end"] == "timeout" else 0)
+        # Another measurement of this runner in flight holds a server that comes back when it ends: wait for
+        # it in the tracker's queue (the pool's timeout bounds that). Only with none in flight does "no server
+        # free" after a timeout mean frozen ones.
+        others = last["running"] > 1
         while True:
             registered, free = status(host, port, key, answer_timeout)
             if registered == 0:
                 raise RuntimeError(f"no RPC server with key '{key}' at tracker {host}:{port}")
-            if free or last["end"] is None:
+            if free or last["end"] is None or others:
                 break
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"{skipped} (key '{key}' at tracker {host}:{port})")
             time.sleep(0.5)
+        # One try: TVM's retries reconnect to a lost tracker for 60 s each, holding the worker (and the
+        # process's exit) long after tuning stopped; a failed session is the device watch's to judge.
         return rpc.connect_tracker(host, port).request(key, priority=rpc_config.session_priority,
-                                                       session_timeout=rpc_config.session_timeout_sec)
+                                                       session_timeout=rpc_config.session_timeout_sec,
+                                                       max_retry=1)
 
     return create_session
