@@ -154,3 +154,31 @@ def _matmul_module():
     mod = bb.get()
     mod["main"] = mod["main"].with_attr("num_input", 1)
     return mod
+
+
+# Every board preset builds the two zoo models a board owner would try first; the GPU pairs
+# tests/test_gpu_targets.py builds (and checks kernel by kernel) are not repeated here.
+_BOARD_BUILDS = [(preset, model) for preset in ("aarch64", "rpi4", "rpi5", "rk3399", "android-arm64")
+                 for model in ("minilm", "mobilenetv2")] + [("mali", "minilm"), ("adreno", "mobilenetv2")]
+EM_AARCH64 = 183  # ELF e_machine
+
+
+@pytest.mark.parametrize("preset,model", _BOARD_BUILDS)
+def test_every_board_preset_builds_the_zoo_models(preset, model, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import sys
+
+    import fluidml_tvm
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import model_zoo
+
+    target = describe(preset)
+    if target.android:  # the NDK's clang is not here: the aarch64 GNU gcc proves the build path
+        monkeypatch.setenv("TVM_NDK_CC", "aarch64-linux-gnu-gcc")
+    info, report = fluidml_tvm.export(str(model_zoo.model_path(model)), tmp_path / "a", preset,
+                                      fcompile=target.cross_compiler)
+    head = (info.directory / info.manifest.library).read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == EM_AARCH64
+    assert report["main"].arena_bytes > 0
+    assert (info.directory / "model.cl").is_file() == (not target.cpu)
