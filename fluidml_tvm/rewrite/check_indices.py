@@ -14,7 +14,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from ..analysis.gather_indices import CHECK_ATTR, GatherSite
-from ..schedule import SCHEDULED_ATTR
+from ..analysis.schedule_rules import SCHEDULED_ATTR
 
 ERROR_KIND = "IndexError"  # what the VM call raises in Python
 # TVM's kOpaque: AnnotateTIROpPattern would call the extern block elementwise and fuse it.
