@@ -55,7 +55,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     with target.target:  # TVM's Adreno passes read the target in scope when they are constructed
         return {
             # CheckIndices first: export lifts weight-only values (the importer's index extents) after "pack"
-            "pack": ([CheckIndices()] if index_checks else []) + pack
+            "pack": ([CheckIndices(target)] if index_checks else []) + pack
             + ([PackWeights(target, costs)] if kernels else []),
             "fuse": pipe.library_dispatch_passes(target.target)
             + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
