@@ -41,7 +41,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
     error ~1e-6); ``index_checks=False`` leaves gathers unchecked (:class:`CheckIndices`
-    makes an out-of-range index raise instead of reading out of bounds);
+    makes an out-of-range index raise instead of reading out of bounds on a CPU, and clamps it on a GPU);
     ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = describe(target)
