@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 import tvm_ffi
-from tvm import relax
+from tvm import relax, tirx
 
 from .analysis.shared_weights import transposed_shared_params
 from .runtime.files import open_regular, replaced_atomically, sha256_of
@@ -106,7 +106,7 @@ def export_artifact(
         # transposed copy and the weight is stored once.
         mod = relax.transform.FuseTransposeMatmul()(mod)
     lifted = relax.transform.LiftTransformParams()(mod)
-    weights = _run_transform_params(lifted["main_transform_params"], arrays)
+    weights = _run_transform_params(lifted, arrays)
     main = lifted["main"]
     entries, size = layout_weights(
         [(v.name, w) for v, w in zip(main.params[num_input:], weights, strict=True)]
@@ -185,10 +185,12 @@ def _ordered_params(
     return [p.numpy() if hasattr(p, "numpy") else np.asarray(p) for p in params]
 
 
-def _run_transform_params(func: relax.Function, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _run_transform_params(lifted: tvm.IRModule, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Execute the lifted weight transform on the build machine (always the host CPU)."""
     host = tvm.target.Target("llvm")
-    module = tvm.IRModule({"main_transform_params": func})
+    # with the kernels it may call (a gather's index check on weight-only indices is lifted too)
+    module = tvm.IRModule({gv: f for gv, f in lifted.functions.items()
+                           if gv.name_hint == "main_transform_params" or isinstance(f, tirx.PrimFunc)})
     executable = tvm.compile(module, host, relax_pipeline=relax.get_default_pipeline(host))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     outputs = vm["main_transform_params"]([tvm.runtime.tensor(a) for a in arrays])

@@ -41,7 +41,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     ``kernels=False`` leaves layouts and kernels as TVM makes them;
     ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
     error ~1e-6); ``index_checks=False`` leaves gathers unchecked (:class:`CheckIndices`
-    makes an out-of-range index raise instead of reading out of bounds);
+    makes an out-of-range index raise instead of reading out of bounds on a CPU, and clamps it on a GPU);
     ``plan_options`` go to :class:`FluidMLPlan`.
     """
     target = describe(target)
@@ -55,7 +55,7 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     with target.target:  # TVM's Adreno passes read the target in scope when they are constructed
         return {
             # CheckIndices first: export lifts weight-only values (the importer's index extents) after "pack"
-            "pack": ([CheckIndices()] if index_checks else []) + pack
+            "pack": ([CheckIndices(target)] if index_checks else []) + pack
             + ([PackWeights(target, costs)] if kernels else []),
             "fuse": pipe.library_dispatch_passes(target.target)
             + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),

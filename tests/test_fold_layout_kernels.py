@@ -255,3 +255,29 @@ def test_measured_costs_decide_between_schedulable_folds(tmp_path):
     assert [f.kind for f in decided.applied] == ["consumer"]
     inputs = inputs_of(mod)
     assert_matches(run_vm(ex, inputs), tvm_default(mod, inputs))
+
+
+def test_no_fold_into_an_index_check_kernel():
+    """ids -> reshape -> take: CheckIndices puts its opaque check kernel (no declared reads or writes)
+    between the reshape and the take; the reshape must not be folded into it (FuseTIR then failed)."""
+    table_np = RNG.standard_normal((10, 4)).astype("float32")
+    bb = relax.BlockBuilder()
+    ids = relax.Var("ids", relax.TensorType((2, 3), "int64"))
+    with bb.function("main", [ids]):
+        with bb.dataflow():
+            table = relax.const(table_np)
+            flat = bb.emit(R.reshape(ids, (6,)))
+            out = bb.emit_output(R.take(table, flat, axis=0, mode="fast"))
+        bb.emit_func_output(out)
+    source = bb.get()
+    mod = after_fuse_ops(source)
+    checks = {gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
+              and f.attrs is not None and "fluidml_tvm.checked_indices" in f.attrs}
+    assert checks  # the pack stage put the check in
+    bound = {b.var: b.value for block in mod["main"].body.blocks for b in block.bindings}
+    partners = [bound[f.partner_var] for f in find_folds(mod, mod["main"])]
+    assert not [c for c in partners if c.op.name == "relax.call_tir" and c.args[0] in checks]
+    fold = FoldLayoutKernels(TARGET, CONSUMER)
+    ex, _ = build(source, fold)
+    x = np.array([[0, 9, 3], [1, 2, 8]], dtype=np.int64)
+    assert_matches(run_vm(ex, [x]), [table_np[x.reshape(6)]])

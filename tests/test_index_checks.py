@@ -16,6 +16,7 @@ from tvm import relax
 import fluidml_tvm
 from fluidml_tvm.analysis.gather_indices import gather_sites
 from fluidml_tvm.frontend import onnx_to_relax
+from fluidml_tvm.targets import describe
 from fluidml_tvm.transform import CheckIndices
 
 from conftest import TARGET
@@ -220,7 +221,7 @@ def test_the_importers_negative_wrap_is_replaced_not_repeated():
     (site,) = gather_sites(mod, mod["main"]).values()
     assert site.wrap_negative and site.source == "graph input 'input_ids'"
     assert site.label == "Gather node 'embed/Gather'"
-    checked = CheckIndices()(mod)
+    checked = CheckIndices(TARGET)(mod)
     ops = _op_names(checked["main"])
     # the check kernel wraps negatives itself; the importer's where(less(x, 0), add(x, n), x) is gone
     assert "relax.where" not in ops and "relax.less" not in ops
@@ -229,8 +230,8 @@ def test_the_importers_negative_wrap_is_replaced_not_repeated():
 
 def test_running_the_pass_twice_is_a_no_op():
     mod, _ = onnx_to_relax(gather_nd_model())
-    once = CheckIndices()(mod)
-    tvm.ir.assert_structural_equal(CheckIndices()(once), once)
+    once = CheckIndices(TARGET)(mod)
+    tvm.ir.assert_structural_equal(CheckIndices(TARGET)(once), once)
 
 
 RELAX_TAKE = """
@@ -356,3 +357,75 @@ def test_only_the_importers_own_wrap_is_taken_over(third_is_ids):
         assert site.wrap_negative and site.source == "graph input 'ids'"
     else:  # where(a < 0, a + n, c) is the graph's own arithmetic: its result is checked in [0, n)
         assert not site.wrap_negative and site.indices.same_as(wrapped)
+
+
+# ---------------------------------------------------------------- GPU (OpenCL) builds: clamp, never raise
+
+
+def _asserts(func) -> int:
+    import tvm_ffi
+
+    found = []
+    tvm_ffi.structural_walk(func.body, [(tvm.tirx.AssertStmt, found.append)], order="post")
+    return len(found)
+
+
+def test_a_gpu_build_clamps_indices_in_an_elementwise_kernel_and_never_asserts():
+    from fluidml_tvm.analysis.gather_indices import CHECK_ATTR
+    from fluidml_tvm.analysis.schedule_rules import binds_threads
+
+    mod, _ = onnx_to_relax(embedding_model())
+    gpu = CheckIndices(describe("adreno"))(mod)
+    (kernel,) = [f for f in gpu.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert CHECK_ATTR in kernel.attrs and "op_pattern" not in kernel.attrs and _asserts(kernel) == 0
+    assert _op_names(gpu["main"]).count("relax.call_tir") == 1
+    (cpu_kernel,) = [f for f in CheckIndices(TARGET)(mod).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert _asserts(cpu_kernel) == 1  # what the CPU build checks with, and the GPU one must not
+    # the whole OpenCL build: every kernel (the clamp too) binds GPU threads, none asserts
+    built = fluidml_tvm.compile(embedding_model(), "adreno", report=False).module
+    kernels = [f for f in built.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert kernels and all(binds_threads(f) and _asserts(f) == 0 for f in kernels)
+
+
+def test_the_gpu_clamp_wraps_negatives_and_clamps_out_of_range_indices():
+    # the GPU module's kernels run here on the CPU: same values as on the device
+    mod, _ = onnx_to_relax(embedding_model(), keep_params_in_input=False)
+    gpu = CheckIndices(describe("adreno"))(mod)
+    ex = tvm.compile(gpu, TARGET)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    ids = np.array([[0, -1, VOCAB - 1, VOCAB, -VOCAB - 3, 7]], dtype=np.int64)
+    got = vm["main"](tvm.runtime.tensor(ids)).numpy()
+    proto = embedding_model()
+    table, bias = (onnx.numpy_helper.to_array(t) for t in proto.graph.initializer)
+    expected = table[[0, VOCAB - 1, VOCAB - 1, VOCAB - 1, 0, 7]][None] + bias
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def constant_gather_model(indices):
+    """Gather(table, constant ids): the table an input, so the importer cannot fold the gather."""
+    return _model(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="fixed/Gather")],
+        [helper.make_tensor_value_info("table", TensorProto.FLOAT, [VOCAB, DIM])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [len(indices), DIM])],
+        [_const("ids", np.array(indices, dtype=np.int64))],
+        name="constant_gather",
+    )
+
+
+@pytest.mark.parametrize("target,indices,folded", [
+    (TARGET, [1, -2, 3], [1, VOCAB - 2, 3]),  # in range: checked here, no kernel
+    ("adreno", [1, -2, VOCAB + 5], [1, VOCAB - 2, VOCAB - 1]),  # GPU: clamped here, no kernel
+])
+def test_constant_indices_are_checked_at_compile_time(target, indices, folded):
+    mod, _ = onnx_to_relax(constant_gather_model(indices))
+    checked = CheckIndices(describe(target))(mod)
+    assert "relax.call_tir" not in _op_names(checked["main"])
+    consts = []
+    relax.analysis.post_order_visit(checked["main"], lambda e: consts.append(e.value.numpy())
+                                    if isinstance(e, tvm.ir.GenericConst) and e.value.dtype == "int64" else None)
+    assert any(c.tolist() == folded for c in consts)
+
+
+def test_an_out_of_range_constant_index_keeps_its_cpu_check():
+    mod, _ = onnx_to_relax(constant_gather_model([1, VOCAB + 5]))
+    assert _op_names(CheckIndices(TARGET)(mod)["main"]).count("relax.call_tir") == 1

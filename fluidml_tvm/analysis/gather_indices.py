@@ -19,14 +19,12 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-GATHER_OPS = ("relax.take", "relax.gather_elements", "relax.gather_nd", "relax.scatter_elements", "relax.scatter_nd")
+from ..frontend.onnx_gathers import GATHER_OPS, onnx_label
+
 # Ops that wrap negative indices themselves (TVM's scatter_elements, as ONNX defines it): always [-n, n-1].
 _WRAPS_ITSELF = ("relax.scatter_elements",)
 # PrimFunc attribute of the kernel that checks a gather's indices (fluidml_tvm.rewrite.check_indices).
 CHECK_ATTR = "fluidml_tvm.checked_indices"
-# Names the ONNX importer wrapper (fluidml_tvm.onnx_gathers) writes into a gather call's span.
-ONNX_LABEL_PREFIX = "onnx:"
-_SEP = "\n"  # between the node label and the indices' name (neither holds a newline)
 # Ops that pass their input's values through unchanged (the indices' name is the input's).
 _VALUE_PRESERVING = ("relax.reshape", "relax.astype", "relax.squeeze", "relax.expand_dims",
                      "relax.flatten", "relax.permute_dims")
@@ -66,23 +64,6 @@ def gather_sites(mod: tvm.IRModule, func: relax.Function) -> dict:
         sites[var] = GatherSite(name, checked, extents, wrap, label or _op_label(name),
                                 describe_source(checked, var2val, params, onnx_indices))
     return sites
-
-
-def onnx_span(label: str, indices: str) -> tvm.ir.Span:
-    """A span recording the ONNX node (``label``) and the ONNX name of its indices."""
-    return tvm.ir.Span(tvm.ir.SourceName(f"{ONNX_LABEL_PREFIX}{label}{_SEP}{indices}"), 0, 0, 0, 0)
-
-
-def onnx_label(call: relax.Call) -> tuple:
-    """``(node label, indices tensor name)`` of the ONNX node a call was imported from, or Nones."""
-    span = call.span
-    if span is None or span.source_name is None:
-        return None, None
-    text = str(span.source_name.name)
-    if not text.startswith(ONNX_LABEL_PREFIX) or _SEP not in text:
-        return None, None
-    label, indices = text[len(ONNX_LABEL_PREFIX):].split(_SEP, 1)
-    return label, indices or None
 
 
 def describe_source(indices: relax.Expr, var2val, params, onnx_name: str | None = None) -> str:

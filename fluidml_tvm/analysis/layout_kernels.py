@@ -9,7 +9,9 @@ kernel stores in the new layout) or into the one kernel that reads its output
 an index expression and the intermediate tensor is never stored.
 
 A fold is only offered when the tensor between the two calls has no other
-reader and is not returned: otherwise it would still have to exist.
+reader and is not returned: otherwise it would still have to exist; and only
+into a kernel that is not scheduled yet and whose blocks declare every buffer
+they touch (an opaque kernel, such as a gather's index check, hides its loads).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tvm
 from tvm import relax, tirx
 
 from .nests import kernel_nests
+from .schedule_rules import is_scheduled
 
 
 @dataclass(frozen=True)
@@ -134,12 +137,24 @@ def is_primitive(func: relax.Function) -> bool:
 
 
 def _plain_kernel(mod, call) -> bool:
-    """A kernel call whose tensors all have static shapes (a merge then needs no shape variables)."""
+    """A kernel call whose tensors all have static shapes (a merge then needs no shape variables)
+    and whose PrimFuncs a merge can rewrite (:func:`_open`)."""
     inputs = kernel_inputs(mod, call)
     if inputs is None or not all(_static(a.ty) for a in inputs):
         return False
     outs = call.ty.fields if isinstance(call.ty, relax.TupleType) else [call.ty]
-    return all(_static(t) for t in outs)
+    kernels = kernel_primfuncs(mod, call)
+    return all(_static(t) for t in outs) and bool(kernels) and all(_open(mod[gv]) for gv in kernels)
+
+
+def _open(func: tirx.PrimFunc) -> bool:
+    """Not scheduled, and its blocks declare every buffer it has: a merge rewrites the loads and stores
+    of a buffer through the blocks' reads and writes (an extern block declares none; FuseTIR then
+    maps two buffers to one tensor)."""
+    if is_scheduled(func):
+        return False
+    nests = kernel_nests(func)
+    return nests is not None and all(p in nests.spans for p in func.params if isinstance(p, tirx.Buffer))
 
 
 def _readers(func: relax.Function) -> dict:

@@ -1,4 +1,4 @@
-"""Which default-schedule rule scheduled each kernel of a module, read from the kernels themselves."""
+"""Whether a kernel is scheduled, and which default-schedule rule scheduled it, read from the kernels themselves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from tvm import tirx
 
 # The PrimFunc attribute the GPU schedule pass stamps with the name of the rule it applied.
 RULE_ATTR = "fluidml.schedule_rule"
+# TVM's PrimFunc attribute for a kernel a schedule (ours, dlight's, a database's) was applied to; later passes skip it.
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def is_scheduled(func: tirx.PrimFunc) -> bool:
+    """True when a schedule (ours, dlight's, a MetaSchedule database's) was already applied."""
+    return bool(func.attrs and SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]))
 
 
 def schedule_rules(mod: tvm.IRModule) -> dict[str, str | None]:

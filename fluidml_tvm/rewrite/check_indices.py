@@ -1,5 +1,7 @@
 """A kernel that checks a gather's indices and returns them in ``[0, n)``; the gather rewired to read them.
 
+On a GPU (device code cannot raise) the indices are clamped instead: see :func:`emit_clamped_indices`.
+
 The check is its own small serial kernel (one opaque TIR block, so fusion never
 merges it into the gather and no schedule vectorizes or parallelizes the
 assertion): one pass over the indices per call, however many times the
@@ -10,11 +12,12 @@ with the same bad index raised, the others returned as if nothing happened).
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
 from ..analysis.gather_indices import CHECK_ATTR, GatherSite
-from ..schedule import SCHEDULED_ATTR
+from ..analysis.schedule_rules import SCHEDULED_ATTR
 
 ERROR_KIND = "IndexError"  # what the VM call raises in Python
 # TVM's kOpaque: AnnotateTIROpPattern would call the extern block elementwise and fuse it.
@@ -38,6 +41,43 @@ def emit_checked_indices(bb: relax.BlockBuilder, site: GatherSite) -> relax.Expr
 
     return bb.emit(bb.call_te(checked_indices, site.indices, primfunc_name_hint="checked_indices",
                                 primfunc_attrs={"op_pattern": OPAQUE, SCHEDULED_ATTR: True, CHECK_ATTR: True}))
+
+
+def emit_clamped_indices(bb: relax.BlockBuilder, site: GatherSite) -> relax.Expr:
+    """Emit ``site``'s indices wrapped (if allowed) and clamped into ``[0, n)``: nothing is read out of
+    bounds, nothing raises. A plain elementwise kernel, left for the GPU schedule rules to bind threads."""
+
+    def clamped_indices(indices):
+        def element(*index):
+            x = indices(*index)
+            n = _extent(site.extents, index[-1] if index else None, indices.dtype)
+            value = tirx.Select(x < tirx.const(0, indices.dtype), x + n, x) if site.wrap_negative else x
+            return tirx.max(tirx.min(value, n - tirx.const(1, indices.dtype)), tirx.const(0, indices.dtype))
+
+        return te.compute(indices.shape, element, name="clamped_indices")
+
+    return bb.emit(bb.call_te(clamped_indices, site.indices, primfunc_name_hint="clamped_indices",
+                                primfunc_attrs={CHECK_ATTR: True}))
+
+
+def constant_indices(site: GatherSite, clamp: bool) -> relax.Expr | None:
+    """``site``'s constant indices wrapped (and, if ``clamp``, clamped) here at compile time, so no kernel runs
+    on a constant (FoldConstant would run it on the host, and a GPU kernel cannot run there). None when the
+    indices are not a constant, an extent is symbolic, or an index is out of range and not clamped (the check
+    kernel then raises when the model runs)."""
+    if not isinstance(site.indices, tvm.ir.GenericConst) or not all(isinstance(n, tirx.IntImm) for n in site.extents):
+        return None
+    x = site.indices.value.numpy()
+    n = np.array([int(e) for e in site.extents], dtype=np.int64)
+    n = n[0] if len(n) == 1 else n  # gather_nd: coordinate j (the last axis) against extents[j]
+    wide = x.astype(np.int64)
+    low = -n if site.wrap_negative else 0
+    value = np.where(wide < 0, wide + n, wide) if site.wrap_negative else wide
+    if clamp:
+        value = np.clip(value, 0, n - 1)
+    elif not np.all((wide >= low) & (wide < n)):
+        return None
+    return relax.const(value.astype(x.dtype), str(x.dtype))
 
 
 def checked_gather(call: relax.Call, checked: relax.Expr) -> relax.Expr:

@@ -8,19 +8,12 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
+from ..analysis.schedule_rules import SCHEDULED_ATTR, is_scheduled
 from ..targets import describe
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
 from .matmul import schedule_matmul
 from .reduction import schedule_reduction
-
-SCHEDULED_ATTR = "tirx.is_scheduled"
-
-
-def is_scheduled(func: tirx.PrimFunc) -> bool:
-    """True when a schedule (ours, dlight's, a MetaSchedule database's) was already applied."""
-    return bool(func.attrs and SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]))
-
 
 def schedule_function(func: tirx.PrimFunc, target, shared_row_nests: bool = False
                       ) -> tuple[tirx.PrimFunc, str | None]:

@@ -11,11 +11,10 @@ import tvm
 from tvm import tirx
 from tvm.s_tir import dlight as dl
 
-from ..analysis.schedule_rules import RULE_ATTR
+from ..analysis.schedule_rules import RULE_ATTR, SCHEDULED_ATTR
 from ..targets import describe
 from .gpu_window import WindowReduction
 
-SCHEDULED_ATTR = "tirx.is_scheduled"
 
 # dlight's rule that gives each output element one thread: heavy kernels must not get it.
 FALLBACK = "gpu.Fallback"
