@@ -25,6 +25,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s process group (a server, its popen worker, its session processes) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
 class Farm:
     """A tracker on the host and emulated board servers, each process in its own process group."""
 
@@ -75,12 +84,7 @@ class Farm:
 
     def kill(self, name: str) -> None:
         self.killed.add(name)
-        proc = self.procs[name]
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the server, its popen worker, its session processes
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        kill_group(self.procs[name])
 
     def stop(self) -> None:
         for name in list(self.procs):

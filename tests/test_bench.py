@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from fluidml_tvm.bench import TOLERANCE
 from fluidml_tvm.cli import main
 from fluidml_tvm.tuning.rpc import RemoteDevice
+
+from farm import free_port, kill_group
 
 KEY = "bench-aarch64"
 STARTUP_SEC = 300  # a QEMU Python importing all of tvm on a loaded machine
@@ -74,20 +74,6 @@ def test_bad_arguments_are_one_line_before_the_build(mlp, capsys, args, message)
     assert len(err.strip().splitlines()) == 1 and message in err and "building" not in err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
-
-
 def _wait_registered(device: RemoteDevice, procs, timeout: float, logs: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -103,7 +89,7 @@ def _wait_registered(device: RemoteDevice, procs, timeout: float, logs: Path) ->
 
 
 def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     root = Path(__file__).resolve().parents[1]
     host_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     board_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no x86 modules on the board
@@ -115,7 +101,7 @@ def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_
         with open(tmp_path / "board.log", "wb") as log:  # the one command a board runs (full apache-tvm wheel)
             procs.append(subprocess.Popen(
                 [str(aarch64_board / "python"), "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
-                 "--key", KEY, "--host", "127.0.0.1", "--port", str(_free_port()), "--port-end", "65535"],
+                 "--key", KEY, "--host", "127.0.0.1", "--port", str(free_port()), "--port-end", "65535"],
                 env=board_env, stdout=log, stderr=log, start_new_session=True))
         _wait_registered(RemoteDevice("127.0.0.1", port, KEY), procs, STARTUP_SEC, tmp_path)
 
@@ -125,7 +111,7 @@ def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_
         assert code == 0, err
     finally:
         for proc in procs:
-            _kill(proc)
+            kill_group(proc)
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["where"] == f"rpc '{KEY}'" and result["repeat"] == 3 and result["peak_rss_mb"] is None
     assert result["max_rel_error"] <= TOLERANCE  # aarch64 code, run on the board, like ONNX Runtime on the host
@@ -134,12 +120,12 @@ def test_bench_on_an_emulated_board_through_the_tracker(aarch64_board, mlp, tmp_
 
 def test_a_board_that_cannot_load_the_library_is_one_line(mlp, tmp_path, capsys):
     """An aarch64 library sent to an x86 server (this machine's): the server's refusal, in one line."""
-    port, procs = _free_port(), []
+    port, procs = free_port(), []
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     try:
         for args in (["tracker", "--port", str(port)],
-                     ["server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port", str(_free_port())]):
+                     ["server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port", str(free_port())]):
             procs.append(subprocess.Popen([sys.executable, "-m", "fluidml_tvm.cli", "rpc", *args, "--silent"],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
@@ -148,7 +134,7 @@ def test_a_board_that_cannot_load_the_library_is_one_line(mlp, tmp_path, capsys)
                      "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", KEY])
     finally:
         for proc in procs:
-            _kill(proc)
+            kill_group(proc)
     _, err = capsys.readouterr()
     lines = [line for line in err.strip().splitlines() if not line.startswith("building ")]
     assert code == 2

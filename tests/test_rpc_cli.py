@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,15 +19,11 @@ from fluidml_tvm.cli import main
 from fluidml_tvm.tuning import open_database, tune
 from fluidml_tvm.tuning.rpc import RemoteDevice
 
+from farm import free_port, kill_group
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "cli-test"
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _command(*args, log: Path) -> subprocess.Popen:
@@ -37,14 +32,6 @@ def _command(*args, log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "fluidml_tvm.cli", *args], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the command and TVM's worker process under it
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
@@ -67,7 +54,7 @@ def _wait(condition, what: str, proc: subprocess.Popen, log: Path, timeout=60.0)
 
 
 def test_a_server_started_by_the_command_registers_at_the_commands_tracker(tmp_path):
-    port, server_port = _free_port(), _free_port()
+    port, server_port = free_port(), free_port()
     started = []
     try:
         started.append(_command("rpc", "tracker", "--port", str(port), log=tmp_path / "tracker.log"))
@@ -89,7 +76,7 @@ def test_a_server_started_by_the_command_registers_at_the_commands_tracker(tmp_p
         assert _listens_only_on_loopback(server_port)
     finally:
         for proc in started:
-            _kill(proc)
+            kill_group(proc)
 
 
 def _listens_only_on_loopback(port: int) -> bool:
@@ -145,7 +132,7 @@ class Matmul:
 
 def test_tuning_measures_on_every_server_of_the_key_at_once(tmp_path):
     """Two servers started by the command; tuning keeps both busy at the same time (MetaSchedule alone: one)."""
-    port = _free_port()
+    port = free_port()
     started = []
     try:
         started.append(_command("rpc", "tracker", "--port", str(port), "--silent", log=tmp_path / "tracker.log"))
@@ -155,7 +142,7 @@ def test_tuning_measures_on_every_server_of_the_key_at_once(tmp_path):
         for i in range(2):
             log = tmp_path / f"server{i}.log"
             started.append(_command("rpc", "server", "--tracker", f"127.0.0.1:{port}", "--key", KEY,
-                                    "--port", str(_free_port()), "--silent", log=log))
+                                    "--port", str(free_port()), "--silent", log=log))
         _wait(lambda: device.count_servers() == 2, "two servers", started[-1], tmp_path / "server1.log")
 
         # Each measurement holds its server for about a second: long enough to see both held at once.
@@ -185,7 +172,7 @@ def test_tuning_measures_on_every_server_of_the_key_at_once(tmp_path):
         assert _longest_run(both, step=0.3) >= 0.5, busy
     finally:
         for proc in started:
-            _kill(proc)
+            kill_group(proc)
 
 
 def _longest_run(times: list[float], step: float) -> float:
@@ -202,13 +189,13 @@ def test_after_a_timeout_a_session_waits_for_a_server_another_measurement_holds(
     other measurement of the runner is in flight; otherwise the held server comes back and is waited for."""
     from fluidml_tvm.tuning.rpc import _make_create_session
 
-    port, started = _free_port(), []
+    port, started = free_port(), []
     try:
         started.append(_command("rpc", "tracker", "--port", str(port), "--silent", log=tmp_path / "tracker.log"))
         _wait(lambda: "listening" in (tmp_path / "tracker.log").read_text(), "the tracker", started[0],
               tmp_path / "tracker.log")
         started.append(_command("rpc", "server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port",
-                                str(_free_port()), "--silent", log=tmp_path / "server.log"))
+                                str(free_port()), "--silent", log=tmp_path / "server.log"))
         device = RemoteDevice("127.0.0.1", port, KEY, session_timeout_sec=60)
         _wait(lambda: device.count_servers() == 1, "the server", started[1], tmp_path / "server.log")
         held = [tvm.rpc.connect_tracker("127.0.0.1", port).request(KEY, session_timeout=60)]  # another measurement
@@ -238,9 +225,9 @@ def test_after_a_timeout_a_session_waits_for_a_server_another_measurement_holds(
         waiting.start()  # the server is held by ``session``
         _wait(lambda: device.status()[1] == 0, "the queued request", started[0], tmp_path / "tracker.log")
         time.sleep(1)  # the request is sent before the tracker dies
-        _kill(started[0])
+        kill_group(started[0])
         waiting.join(timeout=30)
         assert not waiting.is_alive() and outcome, "a session request outlived its tracker"
     finally:
         for proc in started:
-            _kill(proc)
+            kill_group(proc)

@@ -25,6 +25,8 @@ from fluidml_tvm.schedule.database import RECORD_FILE
 from fluidml_tvm.tuning.rpc import RemoteDevice, RemoteDeviceLost, TrackerUnreachable, remote_measurement
 from fluidml_tvm.pipeline import stages
 
+from farm import free_port, kill_group
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 TARGET_JSON = '{"kind": "llvm", "num-cores": 2}'
@@ -41,24 +43,10 @@ class Matmul:
         return y
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(log, *args) -> subprocess.Popen:
     # Own session: killing the group also kills the popen_worker a server leaves behind.
     return subprocess.Popen([sys.executable, "-m", *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _wait_for(condition, what, timeout=60.0, proc=None, log=None):
@@ -74,7 +62,7 @@ def _wait_for(condition, what, timeout=60.0, proc=None, log=None):
 
 @pytest.fixture
 def tracker(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("rpc") / "tracker.log"
     proc = _start(log, "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
                   "--port-end", str(port + 1), "--silent")
@@ -89,20 +77,20 @@ def tracker(tmp_path_factory):
         _wait_for(listening, "the RPC tracker", proc=proc, log=log)
         yield f"127.0.0.1:{port}"
     finally:
-        _kill(proc)
+        kill_group(proc)
 
 
 def _start_server(tracker, log) -> subprocess.Popen:
     """One more RPC server under KEY, started once the tracker lists it."""
     device = RemoteDevice.parse(tracker, KEY)
     before = device.count_servers()
-    port = _free_port()
+    port = free_port()
     proc = _start(log, "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
                   "--port-end", str(port + 10), "--tracker", tracker, "--key", KEY, "--silent")
     try:
         _wait_for(lambda: device.count_servers() > before, "the RPC server", proc=proc, log=log)
     except BaseException:
-        _kill(proc)
+        kill_group(proc)
         raise
     return proc
 
@@ -120,7 +108,7 @@ def servers(tracker, tmp_path_factory):
         yield start
     finally:
         for proc in started:
-            _kill(proc)
+            kill_group(proc)
 
 
 @pytest.fixture
@@ -147,7 +135,7 @@ def test_tune_through_rpc_then_lose_the_server(tracker, server, tmp_path):
     runner, callbacks = remote_measurement(tracker, KEY, session_timeout_sec=30)
     # Kill the server as soon as the first batch of measurements is in the database.
     killer = threading.Thread(target=lambda: (_wait_for(lambda: _records(tmp_path) >= 4, "first batch", 300),
-                                               _kill(server)), daemon=True)
+                                               kill_group(server)), daemon=True)
     killer.start()
     with pytest.raises(RemoteDeviceLost) as info:
         # Random candidates (no cost model) are enough to exercise the remote measurement.
@@ -198,7 +186,7 @@ def _silent_port(black_hole: bool):
 def test_unreachable_tracker_is_a_clear_error(kind):
     held = []
     if kind == "nothing listening":
-        port = _free_port()
+        port = free_port()
     else:
         port, held = _silent_port(black_hole=kind == "black-holed")
     try:
@@ -236,13 +224,13 @@ def _finish(proc, timeout):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill(proc)
+        kill_group(proc)
         pytest.fail(f"the command did not end within {timeout} s")
     return proc.returncode, out, err
 
 
 def test_unreachable_tracker_command_exits_2_with_one_line(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = _tune_command(_matmul_onnx(tmp_path / "mm.onnx"), tmp_path / "db", f"127.0.0.1:{port}", 8, timeout=60)
     code, _, err = _finish(proc, 40)  # TVM's own connect retries for 60 s
     assert code == 2
@@ -262,7 +250,7 @@ def test_frozen_server_stops_tuning_with_every_record_kept_and_a_rerun_resumes(t
         before = (db / RECORD_FILE).read_text().splitlines()
         code, _, err = _finish(proc, 240)
     finally:
-        _kill(proc)
+        kill_group(proc)
     assert code == 3, err[-2000:]
     assert "Traceback" not in err
     assert f"tuning stopped: the RPC device '{KEY}' at tracker {tracker}" in err
