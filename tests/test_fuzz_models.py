@@ -26,9 +26,8 @@ from guarded_run import guarded_outcomes
 ort = pytest.importorskip("onnxruntime")
 
 SEEDS = list(range(14))
-# Also built with export + runtime.load. Seed 3 has no weights: export fails with KeyError 'main'
-# (issue 8, item 7, another fix); add it here once that is merged.
-EXPORT_SEEDS = [4, 8]
+# Also built with export + runtime.load (seed 3 has no weights at all).
+EXPORT_SEEDS = [3, 4, 8]
 # Seeds that once failed, kept as regression cases (none so far).
 REGRESSION_SEEDS: list[int] = []
 ROWS = 4
