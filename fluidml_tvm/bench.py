@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tuning.cli import int_at_least
+
 #: Largest error of the compared output, relative to its largest magnitude, that still counts as a match
 #: (fast exp/erf/tanh and reordered float sums stay well under it).
 TOLERANCE = 1e-3
@@ -68,11 +70,11 @@ def add_bench_parser(subparsers):
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--db", metavar="DIR", help="a tuning database to build with (default: the shipped one, if any)")
-    p.add_argument("--repeat", type=_int_at_least(1), default=50, metavar="N", help="timed runs (50)")
-    p.add_argument("--warmup", type=_int_at_least(0), default=3, metavar="N", help="untimed runs first (3)")
+    p.add_argument("--repeat", type=int_at_least(1), default=50, metavar="N", help="timed runs (50)")
+    p.add_argument("--warmup", type=int_at_least(0), default=3, metavar="N", help="untimed runs first (3)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a board behind this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")
-    p.add_argument("--rpc-timeout", type=_int_at_least(1), default=600, metavar="SEC",
+    p.add_argument("--rpc-timeout", type=int_at_least(1), default=600, metavar="SEC",
                    help="seconds the whole remote session may take (600)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     p.set_defaults(func=run_bench)
@@ -234,20 +236,3 @@ def _relative_error(output: np.ndarray, reference: np.ndarray) -> float:
         raise BenchError(f"the first output has shape {output.shape}, ONNX Runtime's {reference.shape}")
     scale = max(float(np.abs(reference).max()), 1e-6)
     return float(np.abs(output.astype(np.float64) - reference).max()) / scale
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        import argparse
-
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse

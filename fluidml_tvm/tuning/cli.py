@@ -16,10 +16,10 @@ def add_tune_parser(subparsers):
                     "command again to continue.")
     p.add_argument("model", help="path of an ONNX model with static input shapes")
     p.add_argument("--db", required=True, metavar="DIR", help="tuning database directory (created if missing)")
-    p.add_argument("--trials", type=_positive_int, required=True, metavar="N",
+    p.add_argument("--trials", type=int_at_least(1), required=True, metavar="N",
                    help="measured candidates wanted in DIR over all kernels, records already there included")
-    p.add_argument("--trials-per-task", type=_positive_int, metavar="N", help="stop tuning a kernel at N records")
-    p.add_argument("--trials-per-iter", type=_positive_int, default=16, metavar="N", help="candidates per batch (16)")
+    p.add_argument("--trials-per-task", type=int_at_least(1), metavar="N", help="stop tuning a kernel at N records")
+    p.add_argument("--trials-per-iter", type=int_at_least(1), default=16, metavar="N", help="candidates per batch (16)")
     p.add_argument("--target", default="host",
                    help="TVM target: JSON with num-cores, or a preset (host = this CPU, x86-64 = AVX2, aarch64); "
                         "default host, as for optimize")
@@ -31,7 +31,7 @@ def add_tune_parser(subparsers):
                    help="tune the kernels over packed weight layouts (what builds with FluidML kernels use)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a device behind this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the device key registered at the tracker")
-    p.add_argument("--rpc-timeout", type=_positive_int, default=60, metavar="SEC",
+    p.add_argument("--rpc-timeout", type=int_at_least(1), default=60, metavar="SEC",
                    help="seconds one remote measurement may take (60)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_tune)
@@ -76,14 +76,20 @@ def run_tune(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (the counts and timeouts of ``tune`` and ``bench``)."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
