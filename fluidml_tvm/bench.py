@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .tuning.cli import int_at_least
-
 #: Largest error of the compared output, relative to its largest magnitude, that still counts as a match
 #: (fast exp/erf/tanh and reordered float sums stay well under it).
 TOLERANCE = 1e-3
@@ -59,6 +57,9 @@ HEADER = (f"{'where':<28} {'repeat':>6} {'min ms':>9} {'p10 ms':>9} {'median':>9
 
 def add_bench_parser(subparsers):
     """Add the ``bench`` subcommand to ``fluidml-tvm``'s subparsers."""
+    # Here, not at the top: the lean-runtime child runs this module and must not import TVM.
+    from .tuning.cli import int_at_least
+
     p = subparsers.add_parser(
         "bench", help="build MODEL.onnx and time it here or on a board through an RPC tracker",
         description="Build MODEL.onnx for --target and time `main`: without a tracker here, in a fresh process "
@@ -205,8 +206,7 @@ def _run_remote(device, info, inputs: dict, repeat: int, warmup: int):
 
     name = info.manifest.library
     try:
-        remote = tvm.rpc.connect_tracker(device.host, device.port).request(
-            device.key, session_timeout=device.session_timeout_sec)
+        remote = device.connect()
         remote.upload(str(info.directory / name))
         dev = remote.cpu()
         vm = relax.VirtualMachine(remote.load_module(name), dev)

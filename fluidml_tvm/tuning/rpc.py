@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from tvm import rpc
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor
@@ -74,6 +75,10 @@ class RemoteDevice:
             raise TrackerUnreachable(
                 f"--rpc-tracker {self.host}:{self.port}: no RPC tracker answers there ({why}); "
                 f"start one with: python -m tvm.exec.rpc_tracker --host {self.host} --port {self.port}") from None
+
+    def connect(self) -> rpc.RPCSession:
+        """A session on one server under the key (queued at the tracker up to the session timeout)."""
+        return rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=self.session_timeout_sec)
 
     def count_servers(self) -> int:
         """Servers registered under the key (raises :class:`TrackerUnreachable` as :meth:`status`)."""

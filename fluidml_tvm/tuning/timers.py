@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import relax, rpc
+from tvm import relax
 
 from ..runtime.threads import use_all_cores
 from ..targets import cross_compiler, describe
@@ -88,9 +88,7 @@ class RemoteTimer:
 
     def session(self):
         if self._session is None:
-            device = self.device
-            self._session = self._call("connecting", lambda: rpc.connect_tracker(device.host, device.port).request(
-                device.key, session_timeout=device.session_timeout_sec))
+            self._session = self._call("connecting", self.device.connect)
             self._held.append(self._session)
         return self._session
 
