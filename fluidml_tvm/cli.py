@@ -21,6 +21,31 @@ DEMO_DIR = "fluidml-demo"
 
 
 def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "targets":
+        from .targets import preset_meanings
+
+        for name, meaning in preset_meanings().items():
+            print(f"{name:15} {meaning}")
+        return 0
+    use_all_cores()
+    if args.command in ("tune", "rpc", "bench"):
+        return args.func(args)
+
+    from .frontend import ModelImportError
+    from .targets import UnknownTargetError
+
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        return _optimize(args.model, args)
+    except (ModelImportError, UnknownTargetError, ValueError) as err:
+        print(f"fluidml-tvm: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fluidml-tvm`` argument parser, every subcommand in it."""
     parser = argparse.ArgumentParser(prog="fluidml-tvm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     opt = sub.add_parser(
@@ -43,27 +68,7 @@ def main(argv=None) -> int:
     sub.add_parser("targets", help="list the target presets (--target NAME) and what each means")
     add_rpc_parser(sub)
     add_bench_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "targets":
-        from .targets import preset_meanings
-
-        for name, meaning in preset_meanings().items():
-            print(f"{name:15} {meaning}")
-        return 0
-    use_all_cores()
-    if args.command in ("tune", "rpc", "bench"):
-        return args.func(args)
-
-    from .frontend import ModelImportError
-    from .targets import UnknownTargetError
-
-    try:
-        if args.command == "demo":
-            return _demo(args)
-        return _optimize(args.model, args)
-    except (ModelImportError, UnknownTargetError, ValueError) as err:
-        print(f"fluidml-tvm: error: {err}", file=sys.stderr)
-        return 2
+    return parser
 
 
 def _build_options(p, output_required=True):
