@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench models clean board
+.PHONY: demo test bench models clean board tutorials
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/fluidml-tvm demo --plot memory_timeline.png
+	$(BIN)/fluidml-tvm demo  # writes fluidml-demo/ (the model, its artifact, memory_timeline.png)
 
 # The emulated aarch64 board the board tests run on (QEMU; cached in ~/.cache/fluidml-tvm/aarch64,
 # or $FLUIDML_AARCH64_BOARD). It needs apt-get (root): in CI a failure stops `make test`;
@@ -24,6 +24,10 @@ board: | $(BIN)/python
 
 test: $(VENV)/.installed-test board
 	$(BIN)/python -m pytest -q tests
+
+# Re-run the notebooks and commit them with their outputs (tutorial 03 runs on the emulated board).
+tutorials: $(VENV)/.installed-test board
+	$(BIN)/python scripts/run_tutorials.py
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python scripts/bench_memory.py

@@ -14,6 +14,7 @@ _LAZY = {
     "export": ("fluidml_tvm.compiler", "export"),
     "CompileResult": ("fluidml_tvm.compiler", "CompileResult"),
     "get_pipeline": ("fluidml_tvm.pipeline", "get_pipeline"),
+    "BuildOptions": ("fluidml_tvm.options", "BuildOptions"),
     "transform": ("fluidml_tvm.transform", None),
     "runtime": ("fluidml_tvm.runtime", None),
 }
@@ -27,4 +28,4 @@ def __getattr__(name):
     return getattr(value, attr) if attr else value
 
 
-__all__ = ["compile", "export", "CompileResult", "get_pipeline", "runtime", "transform", "__version__"]
+__all__ = ["compile", "export", "CompileResult", "get_pipeline", "BuildOptions", "runtime", "transform", "__version__"]

@@ -73,6 +73,7 @@ def export_artifact(
     relax_pipeline: tvm.transform.Pass | None = None,
     embed_weights: bool = False,
     fcompile: Callable | None = None,
+    compiled: Callable[[], None] | None = None,
 ) -> ArtifactInfo:
     """Compile ``mod`` for ``target`` and write the artifact directory ``path``.
 
@@ -93,6 +94,8 @@ def export_artifact(
     fcompile
         Linker for ``export_library``, e.g. ``tvm.support.cc.cross_compiler(
         "aarch64-linux-gnu-gcc")`` for an aarch64 target.
+    compiled
+        Called once the library is compiled, before anything is written (the command line's progress).
     """
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
@@ -125,6 +128,8 @@ def export_artifact(
     deploy[FINGERPRINT_FUNCTION] = _constant_function(FINGERPRINT_FUNCTION, stamp)
     pipeline = relax_pipeline or relax.get_default_pipeline(target)
     executable = tvm.compile(deploy, target, relax_pipeline=pipeline)
+    if compiled is not None:
+        compiled()
 
     directory.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(directory / LIBRARY_FILE) as temp:

@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from .options import PLANNER_CHOICES
 from .runtime.threads import use_all_cores
+
+# The target of every subcommand that builds or tunes when none is given: this machine's CPU
+# (with its core count, which tuning needs), the only target whose result runs where it is made.
+DEFAULT_TARGET = "host"
+
+# Where `fluidml-tvm demo` keeps the example model, its artifact and its plot (in the current directory).
+DEMO_DIR = "fluidml-demo"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fluidml-tvm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    opt = sub.add_parser(
-        "optimize", help="build MODEL.onnx and print the memory plan",
-        description="Build MODEL.onnx. -o DIR writes an artifact for fluidml_tvm.runtime.load: the library, "
-                    "its weights (final layouts, memory-mapped at load) and a manifest. -o FILE.so writes one "
-                    "library with the weights bound as constants (loading it costs about 2-4x the weights).")
-    opt.add_argument("model", help="path of an ONNX model with static input shapes")
-    _build_options(opt)
-    demo = sub.add_parser("demo", help="optimize the built-in example model (a small BERT-style encoder)")
-    _build_options(demo, output_required=False)
-    from .tuning.cli import add_tune_parser
-    from .tuning.farm import add_rpc_parser
-    from .bench import add_bench_parser
-
-    add_tune_parser(sub)
-    sub.add_parser("targets", help="list the target presets (--target NAME) and what each means")
-    add_rpc_parser(sub)
-    add_bench_parser(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "targets":
         from .targets import preset_meanings
 
@@ -53,28 +44,62 @@ def main(argv=None) -> int:
         return 2
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fluidml-tvm`` argument parser, every subcommand in it."""
+    parser = argparse.ArgumentParser(prog="fluidml-tvm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    opt = sub.add_parser(
+        "optimize", help="build MODEL.onnx and print the memory plan",
+        description="Build MODEL.onnx. -o DIR writes an artifact for fluidml_tvm.runtime.load: the library, "
+                    "its weights (final layouts, memory-mapped at load) and a manifest. -o FILE.so writes one "
+                    "library with the weights bound as constants (loading it costs about 2-4x the weights).")
+    opt.add_argument("model", help="path of an ONNX model with static input shapes")
+    _build_options(opt)
+    demo = sub.add_parser(
+        "demo", help=f"optimize the built-in example model (a small BERT-style encoder) into ./{DEMO_DIR}/",
+        description=f"Build the example model into ./{DEMO_DIR}/ (its ONNX file, the artifact and the memory "
+                    "timeline), run it with the lean runtime and compare it with ONNX Runtime.")
+    _build_options(demo, output_required=False)
+    from .tuning.cli import add_tune_parser
+    from .tuning.farm import add_rpc_parser
+    from .bench import add_bench_parser
+
+    add_tune_parser(sub)
+    sub.add_parser("targets", help="list the target presets (--target NAME) and what each means")
+    add_rpc_parser(sub)
+    add_bench_parser(sub)
+    return parser
+
+
 def _build_options(p, output_required=True):
     p.add_argument("-o", "--output", required=output_required,
-                   help="artifact directory, or FILE.so for one library with the weights inside")
-    p.add_argument("--target", default="host",
+                   help="artifact directory, or FILE.so for one library with the weights inside"
+                        + ("" if output_required else f" (default: {DEMO_DIR}/example_encoder)"))
+    p.add_argument("--target", default=DEFAULT_TARGET,
                    help="TVM target: a kind ('llvm'), JSON, or a preset (host = this CPU; "
                         "`fluidml-tvm targets` lists the others)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
-    p.add_argument("--planner", default="best", help="memory planner (default: best of the arena heuristics)")
+    p.add_argument("--planner", default="best", choices=PLANNER_CHOICES,
+                   help="memory planner: %(choices)s (default: best, the smallest plan of the arena heuristics)")
     p.add_argument("--no-reorder", action="store_true", help="keep TVM's execution order")
     p.add_argument("--no-inplace", action="store_true", help="never write a kernel's output over its input")
-    p.add_argument("--db", metavar="DIR", help="a tuning database to apply (default: the shipped one, if any)")
+    p.add_argument("--db", metavar="DIR", help="a directory `fluidml-tvm tune` wrote: its MetaSchedule database and "
+                                               "layout cost records are applied (default: the shipped ones, if any)")
     p.add_argument("--report", help="write the memory report as JSON here")
-    p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)")
+    p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)"
+                   + ("" if output_required else f" (default: {DEMO_DIR}/memory_timeline.png)"))
     p.add_argument("--profile", metavar="PNG", help="run the artifact on random inputs and plot the time of each "
                                                     "kernel here (needs -o DIR and matplotlib)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (figures, stage times, paths); everything else to stderr")
 
 
 def _optimize(model, args) -> int:
     import fluidml_tvm
 
     from .frontend import parse_input_shapes
+    from .options import BuildOptions
     from .targets import cross_compiler, resolve_target
 
     # Everything that can be checked without the build fails first: a build takes minutes.
@@ -86,31 +111,69 @@ def _optimize(model, args) -> int:
     if args.profile and not directory:
         raise ValueError("--profile runs an artifact directory: give -o DIR")
     input_shapes = parse_input_shapes(args.input_shape)
-    print(f"building {model} for {args.target} ...", flush=True)
+    out = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON object only
+    options = BuildOptions(planner=args.planner, reorder=not args.no_reorder, inplace=not args.no_inplace,
+                           validate=True, tuning_database=args.db, layout_records=args.db)
+    print(f"building {model} for {args.target} ...", file=out, flush=True)
     target = resolve_target(args.target)
-    options = dict(input_shapes=input_shapes, planner=args.planner, reorder=not args.no_reorder,
-                   inplace=not args.no_inplace, validate=True, database=args.db)
+    times: dict = {}
+
+    def progress(stage: str, seconds: float) -> None:
+        times[stage] = round(seconds, 3)
+        print(f"  {stage:10} {seconds:7.2f} s", file=sys.stderr, flush=True)
+
     fcompile = cross_compiler(target)
     if not directory:
-        result = fluidml_tvm.compile(model, target, **options)
+        result = fluidml_tvm.compile(model, target, options, input_shapes=input_shapes, progress=progress)
+        start = time.perf_counter()
         result.export_library(args.output, **({"fcompile": fcompile} if fcompile else {}))
+        progress("export", time.perf_counter() - start)
         report = result.report
     else:
-        _, report = fluidml_tvm.export(model, args.output, target, fcompile=fcompile, **options)
-    print(report.summary())
-    print(f"planning took {report.plan_seconds:.2f} s; every plan validated")
-    print(f"wrote {args.output}")
+        _, report = fluidml_tvm.export(model, args.output, target, options, input_shapes=input_shapes,
+                                       fcompile=fcompile, progress=progress)
+    print(report.summary(), file=out)
+    print(f"planning took {report.plan_seconds:.2f} s; every plan validated", file=out)
+    print(f"wrote {args.output}", file=out)
+    files = {"output": args.output}
     if args.report:
         Path(args.report).write_text(report.to_json())
-        print(f"wrote {args.report}")
+        files["report"] = args.report
+        print(f"wrote {args.report}", file=out)
     if args.plot:
         from .plot import plot_memory_timeline
 
         plot_memory_timeline(report["main"], args.plot)
-        print(f"wrote {args.plot}")
+        files["plot"] = args.plot
+        print(f"wrote {args.plot}", file=out)
+    profile = None
     if args.profile:
-        _profile(args.output, args.profile)
+        profile = _profile(args.output, args.profile, out)
+        files["profile"] = args.profile
+    if args.json:
+        print(json.dumps(_json_summary(model, args.target, target, report, times, files, profile)))
     return 0
+
+
+def _json_summary(model, target_name, target, report, times: dict, files: dict, profile) -> dict:
+    """What ``--json`` prints: the figures of each function in bytes, the stage times in seconds, the paths."""
+    functions = {}
+    for name, f in report.functions.items():
+        functions[name] = {
+            "arena_bytes": f.arena_bytes, "strategy": f.strategy,
+            "live_set_lower_bound": f.live_set_lower_bound, "tvm_order_lower_bound": f.tvm_order_lower_bound,
+            "tvm_planner_bytes": f.tvm_planner_bytes, "no_reuse_bytes": f.no_reuse_bytes,
+            "kernel_scratch_left_bytes": f.kernel_scratch_left_bytes,
+            "tvm_kernel_scratch_bytes": f.tvm_kernel_scratch_bytes,
+            "total_bytes": f.total_bytes, "tvm_total_bytes": f.tvm_total_bytes,
+            "tensors": len(f.tensors), "inplace": len(f.inplace), "left_to_tvm": len(f.unplanned),
+        }
+    summary = {"model": str(model), "target": target_name, "tvm_target": str(target), "stage_seconds": times,
+               "plan_seconds": report.plan_seconds, "functions": functions,
+               "files": {k: str(Path(v).resolve()) for k, v in files.items()}}
+    if profile is not None:
+        summary["kernel_seconds"] = profile
+    return summary
 
 
 def _check_output(flag: str, path, *, directory: bool) -> None:
@@ -127,7 +190,8 @@ def _check_output(flag: str, path, *, directory: bool) -> None:
         raise ValueError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
 
 
-def _profile(artifact, png) -> None:
+def _profile(artifact, png, out) -> dict:
+    """Time each kernel of ``artifact``, print the heaviest to ``out`` and plot them all; ``{kernel: seconds}``."""
     from . import runtime
     from .frontend import random_tensors
     from .plot import plot_kernel_times
@@ -137,35 +201,38 @@ def _profile(artifact, png) -> None:
         inputs = random_tensors([(s.name, s.shape, s.dtype) for s in loaded.manifest.inputs])
         rows = kernel_times(loaded, list(inputs.values()))
     total = sum(r.seconds for r in rows)
-    print(f"per-kernel time ({total * 1e3:.2f} ms per inference):")
+    print(f"per-kernel time ({total * 1e3:.2f} ms per inference):", file=out)
     for r in rows[:10]:
-        print(f"  {r.seconds * 1e3:8.3f} ms {100 * r.seconds / total:5.1f}%  x{r.calls:<3} {r.name}")
+        print(f"  {r.seconds * 1e3:8.3f} ms {100 * r.seconds / total:5.1f}%  x{r.calls:<3} {r.name}", file=out)
     plot_kernel_times(rows, png)
-    print(f"wrote {png}")
+    print(f"wrote {png}", file=out)
+    return {r.name: r.seconds for r in rows}
 
 
 def _demo(args) -> int:
+    """Build the example model into ``DEMO_DIR`` (kept: every path printed stays there) and run it."""
     import onnx
 
+    from .example_model import build_example_model
     from .targets import cross_compiler
 
-    from .example_model import build_example_model
+    folder = Path(DEMO_DIR)
+    folder.mkdir(exist_ok=True)
+    path = folder / "example_encoder.onnx"
+    onnx.save(build_example_model(), str(path))
+    args.output = args.output or str(folder / "example_encoder")
+    args.plot = args.plot or str(folder / "memory_timeline.png")
+    out = sys.stderr if args.json else sys.stdout
+    print(f"demo: the example model and what is built from it go to {folder.resolve()}/", file=out)
+    code = _optimize(str(path), args)
+    if not args.output.endswith(".so") and cross_compiler(args.target) is None:  # runs here
+        _check_demo(path, args.output, out)
+    return code
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "example_encoder.onnx"
-        onnx.save(build_example_model(), str(path))
-        if args.output is None:
-            args.output = str(Path(tmp) / "example_encoder")
-        code = _optimize(str(path), args)
-        if not args.output.endswith(".so") and cross_compiler(args.target) is None:  # runs here
-            _check_demo(path, args.output)
-        return code
 
-
-def _check_demo(onnx_path, artifact):
+def _check_demo(onnx_path, artifact, out):
     """Run the artifact with the lean runtime in a fresh process (no TVM compiler, as on a
     board) and compare it with ONNX Runtime when that is installed."""
-    import json
     import subprocess
 
     import numpy as np
@@ -188,16 +255,17 @@ def _check_demo(onnx_path, artifact):
     if proc.returncode:
         raise RuntimeError(f"the lean runtime failed on {artifact}:\n{proc.stderr[-2000:]}")
     compiler_loaded = json.loads(proc.stdout.strip().splitlines()[-1].lower())
-    out = np.load(Path(artifact) / "demo_output.npy")
-    print(f"ran the artifact with the lean runtime (TVM compiler loaded: {'yes' if compiler_loaded else 'no'})")
+    result = np.load(Path(artifact) / "demo_output.npy")
+    print(f"ran the artifact with the lean runtime (TVM compiler loaded: {'yes' if compiler_loaded else 'no'})",
+          file=out)
     try:
         import onnxruntime as ort
     except ImportError:
-        print(f"output {out.shape}")
+        print(f"output {result.shape}", file=out)
         return
     ref = ort.InferenceSession(str(onnx_path)).run(None, inputs)[0]
-    err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-6))
-    print(f"output {out.shape}, relative error vs ONNX Runtime {err:.1e}")
+    err = float(np.abs(result - ref).max() / max(np.abs(ref).max(), 1e-6))
+    print(f"output {result.shape}, relative error vs ONNX Runtime {err:.1e}", file=out)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tvm
 
 from .frontend import onnx_to_relax
+from .options import BuildOptions
 from .pipeline import stages
 from .report import MemoryReport, memory_report
 from .runtime.threads import use_all_cores
@@ -35,68 +37,108 @@ class CompileResult:
         return iter((self.executable, self.report))
 
 
-def compile(model, target="host", *, input_shapes: dict | None = None, report: bool = True,
-            **plan_options) -> CompileResult:  # noqa: A001 - mirrors tvm.compile
+def compile(model, target="host", options: BuildOptions | None = None, *, input_shapes: dict | None = None,
+            report: bool = True, progress: Progress | None = None, **keywords) -> CompileResult:  # noqa: A001
     """Build ``model`` (ONNX path, ``onnx.ModelProto`` or Relax ``IRModule``) for ``target``.
 
-    ``plan_options`` as for :func:`fluidml_tvm.pipeline.stages`; with ``report``
-    the same module is also lowered TVM's way to compare against.
+    ``options`` is a :class:`~fluidml_tvm.options.BuildOptions`, or its fields
+    as ``keywords`` (``compile(model, planner="greedy")``); with ``report`` the
+    same module is also lowered TVM's way to compare against.
+    ``progress(stage, seconds)`` is called as each stage ends (:data:`BUILD_STAGES`).
     """
     target = describe(target)
+    options = BuildOptions.of(options, **keywords)
+    clock = _Clock(progress)
     use_all_cores()  # the executable is usually run in this process
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
-    pipeline, built = planning_pipeline(target, report=report, **plan_options)
+    clock.lap("import")
+    pipeline, built = planning_pipeline(target, options, report=report, clock=clock)
     executable = tvm.compile(mod, target.target, relax_pipeline=pipeline)
+    clock.lap("codegen")
     return CompileResult(executable, built["module"], built["report"], target.target)
 
 
-def export(model, path, target="host", *, input_shapes: dict | None = None, embed_weights: bool = False,
-           fcompile=None, **plan_options):
+def export(model, path, target="host", options: BuildOptions | None = None, *, input_shapes: dict | None = None,
+           embed_weights: bool = False, fcompile=None, progress: Progress | None = None, **keywords):
     """Build ``model`` into an artifact directory for :func:`fluidml_tvm.runtime.load`.
 
     Weights are re-laid-out once here and written beside the library (or bound
-    into it with ``embed_weights``). Returns ``(ArtifactInfo, MemoryReport)``.
+    into it with ``embed_weights``). ``options``, ``keywords`` and ``progress``
+    as for :func:`compile`. Returns ``(ArtifactInfo, MemoryReport)``.
     """
     from .artifact import export_artifact
 
     target = describe(target)
+    options = BuildOptions.of(options, **keywords)
+    clock = _Clock(progress)
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
+    clock.lap("import")
     # Weight re-layouts must precede LiftTransformParams (in export_artifact) to happen once.
     with target.target:
-        mod = tvm.transform.Sequential(stages(target, **plan_options)["pack"])(mod)
-    pipeline, built = planning_pipeline(target, pack=False, **plan_options)
+        mod = tvm.transform.Sequential(stages(target, options)["pack"])(mod)
+    pipeline, built = planning_pipeline(target, options, pack=False, clock=clock)
     # detach_params leaves no "main" entry for a model without weights
     info = export_artifact(mod, params.get("main", []), target, path, relax_pipeline=pipeline,
-                           embed_weights=embed_weights, fcompile=fcompile)
+                           embed_weights=embed_weights, fcompile=fcompile, compiled=lambda: clock.lap("codegen"))
+    clock.lap("export")
     return info, built["report"]
 
 
-def planning_pipeline(target, *, report: bool = True, pack: bool = True, **plan_options):
+# The stages a build reports to ``progress``, in order: "layouts" is weight packing and fusion
+# (with export, also lifting the weight transforms), "planning" includes TVM's plan of the same
+# kernels for the report, "codegen" TVM's lowering and code generation, "export" writing the files.
+BUILD_STAGES = ("import", "layouts", "schedules", "planning", "codegen", "export")
+
+Progress = Callable[[str, float], None]
+
+
+class _Clock:
+    """Calls ``progress(stage, seconds since the previous stage ended)`` as each stage ends."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress, self.last = progress, time.perf_counter()
+
+    def lap(self, stage: str) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        if self.progress is not None:
+            self.progress(stage, seconds)
+        return seconds
+
+
+def planning_pipeline(target, options: BuildOptions | None = None, *, report: bool = True, pack: bool = True,
+                      clock: _Clock | None = None, **keywords):
     """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
 
     The report needs the scheduled module before planning (TVM plans the same
     kernels for comparison), so the stages run here one by one.
     """
     target = describe(target)
-    parts = stages(target, **plan_options)
+    options = BuildOptions.of(options, **keywords)
+    parts = stages(target, options)
+    clock = clock or _Clock(None)
     built: dict = {"module": None, "report": None}
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target.target:
             early = parts["pack"] if pack else []
-            fused = tvm.transform.Sequential(early + parts["fuse"] + parts["tuned"] + parts["schedule"])(mod)
+            fused = tvm.transform.Sequential(early + parts["fuse"])(mod)
+            clock.lap("layouts")
+            fused = tvm.transform.Sequential(parts["tuned"] + parts["schedule"])(fused)
+            clock.lap("schedules")
             start = time.perf_counter()
             planned = tvm.transform.Sequential(parts["plan"])(fused)
             seconds = time.perf_counter() - start
             if report:
                 tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
-                same = LiftKernelScratch()(tvm_lowered) if plan_options.get("scratch", True) else None
+                same = LiftKernelScratch()(tvm_lowered) if options.scratch else None
                 built["report"] = memory_report(planned, tvm_lowered, seconds, same)
             built["module"] = planned
+            clock.lap("planning")
             return tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
 
     return _pipeline, built
 
 
-__all__ = ["compile", "export", "CompileResult", "planning_pipeline"]
+__all__ = ["compile", "export", "CompileResult", "planning_pipeline", "BuildOptions", "BUILD_STAGES"]

@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 
 from .layout.costs import KernelCosts, LayoutCostDatabase
+from .options import BuildOptions
 from .targets import describe
 from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
                         ScheduleGPUKernels, ScheduleKernels)
@@ -14,40 +15,38 @@ from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, F
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
 
 
-def stages(target, *, kernels: bool = True, fast_math: bool = True, database=None, measure=None,
-           index_checks: bool = True, **plan_options) -> dict:
+def stages(target, options: BuildOptions | None = None, *, measure=None, **keywords) -> dict:
     """TVM's default pipeline for ``target`` cut into its stages, FluidML's passes between them.
 
     ``pack`` makes every gather check its indices (:class:`CheckIndices`), then
     re-lays matmul/conv weights out (while the constants and their
     transposes are still visible), in the layouts the layout planner picks
-    from the measured costs in ``database`` (a directory) and ``schedules/``;
+    from the measured costs in ``options.layout_records`` and ``schedules/``;
     ``fuse`` is TVM's dispatch, legalization, constant folding (which folds
     the re-layouts) and fusion, where
     FoldLayoutKernels merges copy kernels (attention's head split and merge)
     into the kernel that writes or reads their tensor; ``tuned`` applies
-    a MetaSchedule database (``database``: an ``ms.Database`` or a directory;
-    default: the one shipped in ``schedules/`` for the target, if any);
+    a MetaSchedule database (``options.tuning_database``; default: the one
+    shipped in ``schedules/`` for the target, if any);
     ``schedule`` gives every kernel still unscheduled a default schedule; ``plan`` is
     FluidMLPlan; ``lower`` and ``finalize`` are TVM's own, whose
     StaticPlanBlockMemory then only sees what FluidML left to it.
 
     ``target`` is a :class:`~fluidml_tvm.targets.TargetDescription` (or
     anything :func:`~fluidml_tvm.targets.describe` takes), handed to every
-    pass.  ``measure(kernel) -> seconds`` times the kernels a fold decision
+    pass; ``options`` a :class:`~fluidml_tvm.options.BuildOptions`, or its
+    fields as ``keywords`` (``stages(target, kernels=False)``).
+    ``measure(kernel) -> seconds`` times the kernels a fold decision
     needs that have no record yet, and their records are appended to
-    ``database`` (``fluidml-tvm tune --packed`` passes
-    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`);
-    ``kernels=False`` leaves layouts and kernels as TVM makes them;
-    ``fast_math`` swaps exp/erf/tanh for TVM's fast approximations (relative
-    error ~1e-6); ``index_checks=False`` leaves gathers unchecked (:class:`CheckIndices`
-    makes an out-of-range index raise instead of reading out of bounds on a CPU, and clamps it on a GPU);
-    ``plan_options`` go to :class:`FluidMLPlan`.
+    ``options.layout_records`` (``fluidml-tvm tune --packed`` passes
+    :func:`fluidml_tvm.tuning.measure_layouts.kernel_seconds`).
     """
     target = describe(target)
+    options = BuildOptions.of(options, **keywords)
+    kernels = options.kernels
     pipe = relax.pipeline
-    costs = LayoutCostDatabase.for_build(database)
-    pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if fast_math else [])
+    costs = LayoutCostDatabase.for_build(options.layout_records)
+    pack = [ExpandIntegerPower()] + ([relax.transform.FastMathTransform()] if options.fast_math else [])
     # A GPU kernel runs only once scheduled (threads bound), so the GPU rules run even with kernels=False.
     schedule = [ScheduleKernels(target)] if kernels else []
     if not target.cpu:
@@ -55,25 +54,26 @@ def stages(target, *, kernels: bool = True, fast_math: bool = True, database=Non
     with target.target:  # TVM's Adreno passes read the target in scope when they are constructed
         return {
             # CheckIndices first: export lifts weight-only values (the importer's index extents) after "pack"
-            "pack": ([CheckIndices(target)] if index_checks else []) + pack
+            "pack": ([CheckIndices(target)] if options.index_checks else []) + pack
             + ([PackWeights(target, costs)] if kernels else []),
             "fuse": pipe.library_dispatch_passes(target.target)
             + _legalize_passes(target, KernelCosts(costs, target, measure) if kernels else None),
-            "tuned": [ApplyTuningDatabase(target, database)],
+            "tuned": [ApplyTuningDatabase(target, options.tuning_database)],
             "schedule": schedule,
-            "plan": [FluidMLPlan(target, **plan_options)],
+            "plan": [FluidMLPlan(target, reorder=options.reorder, planner=options.planner, inplace=options.inplace,
+                                 scratch=options.scratch, validate=options.validate)],
             "lower": _dataflow_lower_passes(target.target),
             "finalize": pipe.finalize_passes(target.target),
         }
 
 
-def get_pipeline(target, **options) -> tvm.transform.Pass:
+def get_pipeline(target, options: BuildOptions | None = None, **keywords) -> tvm.transform.Pass:
     """A pass for ``tvm.compile(mod, target, relax_pipeline=...)``.
 
-    ``options`` as for :func:`stages`.
+    ``options`` and ``keywords`` as for :func:`stages` (``get_pipeline(target, planner="greedy")``).
     """
     target = describe(target)
-    parts = stages(target, **options)
+    parts = stages(target, options, **keywords)
     seq = tvm.transform.Sequential([p for name in STAGES for p in parts[name]], name="fluidml_tvm")
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.pipeline")

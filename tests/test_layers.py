@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fluidml_tvm"
 LAYERS = (
     ("runtime", "targets", "frontend", "example_model"),  # the deploy side, the target, the importers
     ("memory", "layout"),  # plans as data and their planners: arenas, whole-graph layouts and their costs
+    ("options",),  # the build options: names the memory planners; read by every layer above that builds
     ("analysis",),  # reading Relax/TIR: what to do
     ("rewrite", "schedule"),  # doing it to the IR; default schedules and the tuned-schedule database
     ("transform", "report", "plot", "artifact"),  # the passes; what reads or writes a planned build

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
@@ -32,7 +33,9 @@ def fuse(model, target, *, input_shapes: dict | None = None, packed: bool = Fals
         from ..frontend import onnx_to_relax
 
         mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
-    parts = stages(target, kernels=packed, database=database,
+    # A tuning directory holds both MetaSchedule's records and the layout costs.
+    parts = stages(target, kernels=packed, tuning_database=database,
+                   layout_records=database if isinstance(database, (str, Path)) else None,
                    measure=partial(kernel_seconds, target=target) if measure is True else measure or None)
     with target.target:
         return tvm.transform.Sequential(parts.get("pack", []) + parts["fuse"])(mod)

@@ -269,4 +269,8 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
                     self.best[name] = min(self.best.get(name, math.inf), us)
         best = self.best.get(name)
         self.bar.set_postfix_str(f"{name} best {best:.1f} us" if best else name, refresh=False)
-        self.bar.update(len(measure_candidates))
+        if self.bar.total is not None and self.bar.n + len(measure_candidates) >= self.bar.total:
+            # the last batch: closing the bar draws it once; update() would draw the full bar a second time
+            self.bar.n += len(measure_candidates)
+        else:
+            self.bar.update(len(measure_candidates))
