@@ -62,6 +62,9 @@ def _build_options(p, output_required=True):
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--planner", default="best", help="memory planner (default: best of the arena heuristics)")
+    p.add_argument("--solve-seconds", type=float, default=2.0, metavar="S",
+                   help="when the heuristics miss the live-set bound, search up to S seconds per arena "
+                        "for a smaller plan and prove it optimal (default 2; 0: off)")
     p.add_argument("--no-reorder", action="store_true", help="keep TVM's execution order")
     p.add_argument("--no-inplace", action="store_true", help="never write a kernel's output over its input")
     p.add_argument("--db", metavar="DIR", help="a tuning database to apply (default: the shipped one, if any)")
@@ -89,7 +92,8 @@ def _optimize(model, args) -> int:
     print(f"building {model} for {args.target} ...", flush=True)
     target = resolve_target(args.target)
     options = dict(input_shapes=input_shapes, planner=args.planner, reorder=not args.no_reorder,
-                   inplace=not args.no_inplace, validate=True, database=args.db)
+                   inplace=not args.no_inplace, validate=True, database=args.db,
+                   solve_seconds=args.solve_seconds)
     fcompile = cross_compiler(target)
     if not directory:
         result = fluidml_tvm.compile(model, target, **options)
