@@ -82,6 +82,9 @@ def _build_options(p, output_required=True):
                    help="static shape for an input with symbolic dimensions (repeatable)")
     p.add_argument("--planner", default="best", choices=PLANNER_CHOICES,
                    help="memory planner: %(choices)s (default: best, the smallest plan of the arena heuristics)")
+    p.add_argument("--solve-seconds", type=float, default=2.0, metavar="S",
+                   help="when the heuristics miss the live-set bound, search up to S seconds per arena "
+                        "for a smaller plan and prove it optimal (default 2; 0: off)")
     p.add_argument("--no-reorder", action="store_true", help="keep TVM's execution order")
     p.add_argument("--no-inplace", action="store_true", help="never write a kernel's output over its input")
     p.add_argument("--db", metavar="DIR", help="a directory `fluidml-tvm tune` wrote: its MetaSchedule database and "
@@ -113,7 +116,8 @@ def _optimize(model, args) -> int:
     input_shapes = parse_input_shapes(args.input_shape)
     out = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON object only
     options = BuildOptions(planner=args.planner, reorder=not args.no_reorder, inplace=not args.no_inplace,
-                           validate=True, tuning_database=args.db, layout_records=args.db)
+                           validate=True, tuning_database=args.db, layout_records=args.db,
+                           solve_seconds=args.solve_seconds)
     print(f"building {model} for {args.target} ...", file=out, flush=True)
     target = resolve_target(args.target)
     times: dict = {}
@@ -160,7 +164,7 @@ def _json_summary(model, target_name, target, report, times: dict, files: dict, 
     functions = {}
     for name, f in report.functions.items():
         functions[name] = {
-            "arena_bytes": f.arena_bytes, "strategy": f.strategy,
+            "arena_bytes": f.arena_bytes, "strategy": f.strategy, "status": f.status,
             "live_set_lower_bound": f.live_set_lower_bound, "tvm_order_lower_bound": f.tvm_order_lower_bound,
             "tvm_planner_bytes": f.tvm_planner_bytes, "no_reuse_bytes": f.no_reuse_bytes,
             "kernel_scratch_left_bytes": f.kernel_scratch_left_bytes,

@@ -25,7 +25,9 @@ class BuildOptions:
     ``ms.Database`` or its directory; None: the one shipped for the target);
     ``layout_records``: a directory of measured layout costs (beside those
     shipped in ``schedules/``), where new measurements are appended too.
-    ``fluidml-tvm tune`` writes both into one directory.
+    ``fluidml-tvm tune`` writes both into one directory.  ``solve_seconds``:
+    when the arena heuristics miss the live-set bound, search this long per
+    arena for a smaller plan and a proof of optimality (0: off).
     """
 
     planner: str = "best"
@@ -38,6 +40,7 @@ class BuildOptions:
     index_checks: bool = True
     tuning_database: object = None
     layout_records: str | Path | None = None
+    solve_seconds: float = 2.0
 
     def __post_init__(self):
         if self.planner not in PLANNER_CHOICES:
@@ -45,6 +48,8 @@ class BuildOptions:
         for f in fields(self):
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise ValueError(f"build option {f.name}={getattr(self, f.name)!r}: expected True or False")
+        if not isinstance(self.solve_seconds, (int, float)) or self.solve_seconds < 0:
+            raise ValueError(f"build option solve_seconds={self.solve_seconds!r}: expected seconds >= 0")
         if self.layout_records is not None and not isinstance(self.layout_records, (str, Path)):
             raise ValueError(f"build option layout_records={self.layout_records!r}: expected a directory")
 

@@ -61,7 +61,8 @@ def stages(target, options: BuildOptions | None = None, *, measure=None, **keywo
             "tuned": [ApplyTuningDatabase(target, options.tuning_database)],
             "schedule": schedule,
             "plan": [FluidMLPlan(target, reorder=options.reorder, planner=options.planner, inplace=options.inplace,
-                                 scratch=options.scratch, validate=options.validate)],
+                                 scratch=options.scratch, validate=options.validate,
+                                 solve_seconds=options.solve_seconds)],
             "lower": _dataflow_lower_passes(target.target),
             "finalize": pipe.finalize_passes(target.target),
         }

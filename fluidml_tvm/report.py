@@ -26,6 +26,7 @@ class FunctionReport:
     tvm_kernel_scratch_bytes: int  # largest scratch one kernel allocates for itself in TVM's build
     kernel_scratch_left_bytes: int  # the same, in the planned build (what was not lifted)
     strategy: str
+    status: str  # "optimal" (proved for this order and these lifetimes) or the gap to the bound
     tensors: list = field(default_factory=list)  # [name, bytes, start, end, buffer, storage, offset]
     inplace: list = field(default_factory=list)
     unplanned: dict = field(default_factory=dict)
@@ -37,7 +38,7 @@ class FunctionReport:
         bound = self.arena_bytes / self.tvm_order_lower_bound if self.tvm_order_lower_bound else float("nan")
         total = self.total_bytes / self.tvm_total_bytes if self.tvm_total_bytes else float("nan")
         return (
-            f"{self.function}: arena {mb(self.arena_bytes)} ({self.strategy}), "
+            f"{self.function}: arena {mb(self.arena_bytes)} ({self.strategy}, {self.status}), "
             f"live-set bound of TVM's order {mb(self.tvm_order_lower_bound)} (x{bound:.3f}); "
             f"activations + kernel scratch {mb(self.total_bytes)} vs TVM's "
             f"{mb(self.tvm_planner_bytes)} + {mb(self.tvm_kernel_scratch_bytes)} (x{total:.2f}); "
@@ -103,6 +104,7 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
             tvm_kernel_scratch_bytes=max(tvm_scratch.values(), default=0),
             kernel_scratch_left_bytes=max(left.values(), default=0),
             strategy=plan["strategy"],
+            status=plan["status"],
             tensors=plan["tensors"],
             inplace=plan["inplace"],
             unplanned=plan["unplanned"],

@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from ..memory.plan import Interval, StorageSpec, live_set_peak
-from ..memory.planners import get_planner
+from ..memory.planners import best_arena, get_planner, shared_buffers
 from ..memory.sizes import align
 from .inplace import inplace_merges
 from .liveness import function_liveness
@@ -40,19 +40,34 @@ class FunctionMemoryPlan:
     unplanned: dict = field(default_factory=dict)  # name -> reason left to TVM
     live_set_lower_bound: int = 0  # largest live total over this order, before in-place
     no_reuse_bytes: int = 0
+    proved_bound: int = 0  # no placement of these buffers (in-place pairs included) needs fewer bytes
 
     @property
     def arena_bytes(self) -> int:
         return sum(s.nbytes for s in self.storages)
+
+    @property
+    def status(self) -> str:
+        """``optimal`` (proved, for this order and these lifetimes) or how far above the bound."""
+        return plan_status(self.arena_bytes, self.proved_bound)
 
     def placements(self, liveness) -> dict:
         """``relax.Var -> (storage, offset)`` for the arena rewrite."""
         return {liveness.alloc_vars[t.name]: (t.storage, t.offset) for t in self.tensors}
 
 
+def plan_status(arena_bytes: int, bound: int) -> str:
+    if arena_bytes <= bound:
+        return "optimal"
+    return f"within {100 * (arena_bytes / bound - 1):.1f}% of the bound"
+
+
 def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool = True,
-                  offsets: bool = True):
+                  offsets: bool = True, solve_seconds: float = 0.0):
     """Plan ``func``: lifetimes, in-place merges, then one planner per device and scope.
+
+    With ``planner="best"``, an arena that misses the live-set bound gets up to
+    ``solve_seconds`` of exact search (per arena).
 
     Returns ``(FunctionMemoryPlan, FunctionLiveness)``.
     """
@@ -75,8 +90,9 @@ def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool 
     result.no_reuse_bytes = sum(iv.nbytes for iv in tensor_intervals)
     # In-place reuse lowers the live set but makes long buffers that can fragment
     # the arena: plan with and without it and keep the smaller.
-    options = [_place(candidates, liveness, m, planner, offsets) for m in ([merges, []] if merges else [[]])]
-    where, storages, strategies, owner, result.inplace = min(options, key=lambda o: sum(s.nbytes for s in o[1]))
+    options = [_place(candidates, liveness, m, planner, offsets, solve_seconds) for m in ([merges, []] if merges else [[]])]
+    where, storages, strategies, owner, result.inplace, result.proved_bound = min(
+        options, key=lambda o: sum(s.nbytes for s in o[1]))
     result.storages = storages
     result.strategy = "+".join(sorted(set(strategies))) + ("+inplace" if result.inplace else "")
     for n in sorted(candidates, key=lambda n: liveness.lifetimes[n]):
@@ -86,7 +102,7 @@ def plan_function(mod, func, name: str, *, planner: str = "best", inplace: bool 
     return result, liveness
 
 
-def _place(candidates, liveness, merges, planner, offsets):
+def _place(candidates, liveness, merges, planner, offsets, solve_seconds):
     """Run the planner per (device, scope) with ``merges`` applied."""
     owner = {n: n for n in candidates}
     for a, b in merges:  # b writes over a: b joins a's buffer
@@ -95,15 +111,21 @@ def _place(candidates, liveness, merges, planner, offsets):
     for iv in _buffer_intervals(candidates, liveness, owner):
         alloc = candidates[iv.name]
         groups.setdefault((alloc.device_index, alloc.scope), []).append(iv)
-    where, storages, strategies = {}, [], []
+    where, storages, strategies, bound = {}, [], [], 0
     for (device_index, scope), ivs in sorted(groups.items()):
-        plan = get_planner(planner if offsets else "shared_buffers")(ivs)
+        if not offsets:
+            plan = shared_buffers(ivs)
+        elif planner == "best":
+            plan = best_arena(ivs, solve_seconds=solve_seconds)
+        else:
+            plan = get_planner(planner)(ivs)
         strategies.append(plan.strategy)
+        bound += plan.lower_bound or live_set_peak(ivs)
         base = len(storages)
         storages += [StorageSpec(nbytes, device_index, scope) for nbytes in plan.storages]
         for buf, (s, off) in plan.placement.items():
             where[buf] = (base + s, off)
-    return where, storages, strategies, owner, list(merges)
+    return where, storages, strategies, owner, list(merges), bound
 
 
 def _why_unplannable(alloc, liveness) -> str | None:

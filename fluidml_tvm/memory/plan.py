@@ -34,10 +34,20 @@ class MemoryPlan:
     storages: list  # bytes of each storage; an arena plan has exactly one
     placement: dict = field(default_factory=dict)
     strategy: str = ""
+    lower_bound: int = 0  # proved: no plan of the same buffers needs fewer bytes
 
     @property
     def total_bytes(self) -> int:
         return sum(self.storages)
+
+    @property
+    def optimal(self) -> bool:
+        return self.total_bytes <= self.lower_bound
+
+    @property
+    def gap(self) -> float:
+        """How far above the proved bound the plan is (0.0 when optimal)."""
+        return self.total_bytes / self.lower_bound - 1.0 if self.lower_bound else 0.0
 
 
 def live_set_peak(intervals) -> int:

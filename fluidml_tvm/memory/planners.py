@@ -8,9 +8,11 @@ pointer on the host (OpenCL).  ``PLANNERS`` is the one place that names them.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 
+from . import exact
 from .plan import Interval, MemoryPlan, live_set_peak
 
 
@@ -30,26 +32,45 @@ def best_fit(intervals, order_key, name: str) -> MemoryPlan:
     overlap this one; without a fitting gap the buffer goes on top of them.
     """
     ordered = sorted(intervals, key=order_key)
-    n = len(ordered)
-    starts = np.fromiter((iv.start for iv in ordered), np.int64, n)
-    ends = np.fromiter((iv.end for iv in ordered), np.int64, n)
-    sizes = np.fromiter((iv.nbytes for iv in ordered), np.int64, n)
-    offsets = np.zeros(n, np.int64)
+    neighbours = overlapping(ordered)
+    offsets = [0] * len(ordered)
+    tops = [0] * len(ordered)
+    placed = [False] * len(ordered)
     placement, top = {}, 0
     for i, iv in enumerate(ordered):
-        # Already-placed buffers live at the same time, by offset.
-        live = np.flatnonzero((starts[:i] <= iv.end) & (ends[:i] >= iv.start))
-        live = live[np.argsort(offsets[live], kind="stable")]
+        below = sorted((offsets[j], tops[j]) for j in neighbours[i] if placed[j])
         best, best_gap, cursor = None, None, 0
-        for j in live.tolist():
-            gap = int(offsets[j]) - cursor
+        for offset, end in below:
+            gap = offset - cursor
             if gap >= iv.nbytes and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
-            cursor = max(cursor, int(offsets[j] + sizes[j]))
+            cursor = max(cursor, end)
         offsets[i] = cursor if best is None else best
-        placement[iv.name] = (0, int(offsets[i]))
-        top = max(top, int(offsets[i]) + iv.nbytes)
+        tops[i] = offsets[i] + iv.nbytes
+        placed[i] = True
+        placement[iv.name] = (0, offsets[i])
+        top = max(top, tops[i])
     return MemoryPlan([top], placement, name)
+
+
+def overlapping(intervals) -> list:
+    """For each interval, the indices of the others live at a common step (a sweep, not all pairs)."""
+    n = len(intervals)
+    starts = np.fromiter((iv.start for iv in intervals), np.int64, n)
+    ends = np.fromiter((iv.end for iv in intervals), np.int64, n)
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    # In start order, i overlaps exactly the later intervals that start before it ends.
+    first = np.arange(1, n + 1)
+    count = np.maximum(np.searchsorted(s, e, side="right") - first, 0)
+    src = np.repeat(np.arange(n), count)
+    dst = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+    a, b = order[src], order[dst]
+    pairs = np.concatenate((a, b)), np.concatenate((b, a))
+    by = np.argsort(pairs[0], kind="stable")
+    bounds = np.searchsorted(pairs[0][by], np.arange(n + 1))
+    other = pairs[1][by].tolist()
+    return [other[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
 def greedy_by_size(intervals) -> MemoryPlan:
@@ -93,15 +114,17 @@ def greedy_by_breadth(intervals) -> MemoryPlan:
                     "greedy_by_breadth")
 
 
-def best_arena(intervals, effort: int = 20000, seed: int = 0) -> MemoryPlan:
-    """Every arena heuristic, then a randomized search until the live-set bound is met.
+def best_arena(intervals, effort: int = 20000, seed: int = 0, solve_seconds: float = 0.0) -> MemoryPlan:
+    """Every arena heuristic, a randomized search, then the exact solver, until the live-set bound is met.
 
     XLA keeps the better of two orders; here, when no heuristic reaches the
     bound, best fit also runs on sizes jittered by up to +-50% and on random
     orders, alternately (a cheap way out of the fragmentation one fixed order
-    gets stuck in).  ``effort`` bounds the work: about
-    ``effort / len(intervals)`` extra runs, with a fixed seed, so plans are
-    reproducible.
+    gets stuck in).  ``effort`` bounds that work: about
+    ``effort / len(intervals)`` extra runs, with a fixed seed.  If the bound is
+    still missed, :func:`~fluidml_tvm.memory.exact.solve` searches for up to
+    ``solve_seconds`` from the best plan so far.  The plan's ``lower_bound``
+    says what is proved: the live-set bound, or what the solver proved above it.
     """
     intervals = list(intervals)
     best = min((p(intervals) for p in HEURISTICS), key=lambda p: (p.total_bytes, p.strategy))
@@ -117,6 +140,9 @@ def best_arena(intervals, effort: int = 20000, seed: int = 0) -> MemoryPlan:
         plan = best_fit(intervals, lambda iv: (key[iv.name], iv.name), "randomized_best_fit")
         if plan.total_bytes < best.total_bytes:
             best = plan
+    best = replace(best, lower_bound=bound)
+    if best.total_bytes > bound and solve_seconds > 0:
+        best = exact.solve(intervals, solve_seconds, best)
     return best
 
 
@@ -141,7 +167,7 @@ def shared_buffers(intervals) -> MemoryPlan:
             idx = len(storages) - 1
         storages[idx][1].append(iv)
         placement[iv.name] = (idx, 0)
-    return MemoryPlan([s for s, _ in storages], placement, "shared_buffers")
+    return MemoryPlan([s for s, _ in storages], placement, "shared_buffers", live_set_peak(intervals))
 
 
 HEURISTICS = (greedy_by_size, greedy_by_start, greedy_by_breadth, greedy_by_duration, greedy_by_area)

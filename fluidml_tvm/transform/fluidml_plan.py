@@ -40,13 +40,18 @@ class FluidMLPlan:
         instead of TVM's per-call workspace pool.
     validate : bool
         Prove each plan with the validator inside the pass.
+    solve_seconds : float
+        When the heuristics miss the live-set bound, search this long per arena
+        for a smaller plan and a proof (``"best"`` only; 0 turns it off).  The
+        plan records ``optimal`` or its gap to the proved bound.
     """
 
     def __init__(self, target, reorder: bool = True, planner: str = "best", inplace: bool = True,
-                 scratch: bool = True, validate: bool = False):
+                 scratch: bool = True, validate: bool = False, solve_seconds: float = 2.0):
         self.reorder = reorder
         self.scratch = scratch
-        self.plan_memory = PlanMemory(target, planner=planner, inplace=inplace, validate=validate)
+        self.plan_memory = PlanMemory(target, planner=planner, inplace=inplace, validate=validate,
+                                      solve_seconds=solve_seconds)
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]

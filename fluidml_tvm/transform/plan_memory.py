@@ -27,8 +27,10 @@ class PlanMemory:
     plan whole-buffer reuse instead.
     """
 
-    def __init__(self, target, planner: str = "best", inplace: bool = True, validate: bool = False):
+    def __init__(self, target, planner: str = "best", inplace: bool = True, validate: bool = False,
+                 solve_seconds: float = 0.0):
         self.target = describe(target)
+        self.solve_seconds = solve_seconds
         self.planner = planner
         self.inplace = inplace
         self.validate = validate
@@ -41,7 +43,8 @@ class PlanMemory:
                 continue
             require_lowered(func, gv.name_hint, "fluidml_tvm.PlanMemory")
             plan, liveness = plan_function(mod, func, gv.name_hint, planner=self.planner,
-                                           inplace=self.inplace, offsets=offsets)
+                                           inplace=self.inplace, offsets=offsets,
+                                           solve_seconds=self.solve_seconds)
             new_func = rewrite_function(func, plan.placements(liveness), plan.storages) if plan.tensors else func
             new_func = new_func.with_attr(PLAN_ATTR, json.dumps(plan_to_json(plan)))
             if self.validate:
@@ -56,6 +59,8 @@ def plan_to_json(plan) -> dict:
         "strategy": plan.strategy,
         "arena_bytes": plan.arena_bytes,
         "live_set_lower_bound": plan.live_set_lower_bound,
+        "proved_bound": plan.proved_bound,
+        "status": plan.status,
         "no_reuse_bytes": plan.no_reuse_bytes,
         "storages": [[s.nbytes, s.device_index, s.scope] for s in plan.storages],
         "tensors": [[t.name, t.nbytes, t.start, t.end, t.buffer, t.storage, t.offset] for t in plan.tensors],
