@@ -61,3 +61,26 @@ def live_set_peak(intervals) -> int:
         live += events[step]
         peak = max(peak, live)
     return peak
+
+
+def conflicts(plan: MemoryPlan, intervals) -> list:
+    """Every way ``plan`` can corrupt data: a buffer missing or outside its storage, or two
+    buffers live at one step sharing a byte.  Empty when the plan is valid."""
+    errors, by_storage = [], {}
+    for iv in intervals:
+        if iv.name not in plan.placement:
+            errors.append(f"{iv.name}: not placed")
+            continue
+        storage, offset = plan.placement[iv.name]
+        if offset < 0 or offset + iv.nbytes > plan.storages[storage]:
+            errors.append(f"{iv.name}: [{offset}, {offset + iv.nbytes}) outside storage {storage}")
+        by_storage.setdefault(storage, []).append((offset, iv))
+    for placed in by_storage.values():
+        placed.sort(key=lambda p: p[0])
+        for i, (offset, iv) in enumerate(placed):
+            for other_offset, other in placed[i + 1:]:
+                if other_offset >= offset + iv.nbytes:
+                    break
+                if iv.nbytes and other.nbytes and iv.overlaps(other):
+                    errors.append(f"{iv.name} and {other.name} are live together and share bytes")
+    return errors
