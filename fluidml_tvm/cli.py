@@ -199,15 +199,17 @@ def _profile(artifact, png, out) -> dict:
     from . import runtime
     from .frontend import random_tensors
     from .plot import plot_kernel_times
-    from .runtime.profile import kernel_times
+    from .runtime.profile import profile
 
     with runtime.load(artifact) as loaded:
         inputs = random_tensors([(s.name, s.shape, s.dtype) for s in loaded.manifest.inputs])
-        rows = kernel_times(loaded, list(inputs.values()))
-    total = sum(r.seconds for r in rows)
-    print(f"per-kernel time ({total * 1e3:.2f} ms per inference):", file=out)
-    for r in rows[:10]:
-        print(f"  {r.seconds * 1e3:8.3f} ms {100 * r.seconds / total:5.1f}%  x{r.calls:<3} {r.name}", file=out)
+        measured = profile(loaded, list(inputs.values()))
+    rows = measured.rows
+    kernels = sum(r.seconds for r in measured.kernels)
+    print(f"latency {measured.latency * 1e3:.3f} ms per inference: kernels timed alone {kernels * 1e3:.3f} ms, "
+          f"VM {measured.vm.seconds * 1e3:.3f} ms, not explained {rows[-1].seconds * 1e3:.3f} ms", file=out)
+    for r in measured.kernels[:10]:
+        print(f"  {r.seconds * 1e3:8.3f} ms {100 * r.seconds / measured.latency:5.1f}%  x{r.calls:<3} {r.name}", file=out)
     plot_kernel_times(rows, png)
     print(f"wrote {png}", file=out)
     return {r.name: r.seconds for r in rows}

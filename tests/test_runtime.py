@@ -261,17 +261,26 @@ def test_missing_runtime_library_is_explained(artifact):
     assert "libtvm_runtime.so not found at /nowhere/lib.so" in child.stderr
 
 
-def test_kernel_times_cover_every_call_and_leave_the_model_as_it_was(built, artifact):
-    from fluidml_tvm.runtime.profile import kernel_times
+def test_profile_times_every_kernel_alone_and_rescales_nothing(built, artifact):
+    from fluidml_tvm.runtime.profile import LEFTOVER, UNEXPLAINED, profile
 
     _, _, x = built
     with runtime.load(artifact) as model:
-        rows = kernel_times(model, [x], runs=3)
-        names = {r.name for r in rows}
-        assert any("matmul" in n for n in names) and any(n.startswith("vm.builtin") for n in names)
-        assert all(r.calls >= 1 and r.seconds > 0 for r in rows)
-        assert rows == sorted(rows, key=lambda r: -r.seconds)
-        y, _ = model(x)  # the hook is gone: a plain call again
+        calls = []
+        model.set_instrument(lambda f, name, before, *_: calls.append(str(name)) if before else None or 0)
+        model(x)
+        model.set_instrument(None)
+        measured = profile(model, [x], runs=5)
+        y, _ = model(x)  # the hooks are gone: a plain call again
+    kernels = [n for n in calls if not n.startswith("vm.")]
+    # One row per kernel, with its calls in one inference; the VM's own calls in their row.
+    assert {k.name: k.calls for k in measured.kernels} == {n: kernels.count(n) for n in set(kernels)}
+    assert measured.vm.name == LEFTOVER and measured.vm.calls == len(calls) - len(kernels)
+    assert all(k.seconds > 0 for k in measured.kernels) and measured.vm.seconds >= 0
+    assert measured.kernels == sorted(measured.kernels, key=lambda r: -r.seconds)
+    # The parts are measured, not scaled to the latency: what they leave is its own row.
+    assert [r.name for r in measured.rows[-2:]] == [LEFTOVER, UNEXPLAINED]
+    assert measured.rows[-1].seconds == pytest.approx(measured.latency - measured.explained)
     assert np.array_equal(y, _in_process(built[0], x)[0])
 
 
