@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 
-from benchmarks_md import write_section  # noqa: E402
+from benchmarks_md import cpu_name, write_section  # noqa: E402
 from zero_waste import zero_waste  # noqa: E402
 
 from fluidml_tvm.memory import exact  # noqa: E402
@@ -101,8 +100,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["bert-base", "minilm"])
     ap.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
     args = ap.parse_args()
-    cpu = platform.processor() or platform.machine()
-    parts = [f"Measured on {cpu}, 2 cores, one process (pure Python search, single-threaded).",
+    parts = [f"Measured on {cpu_name()}, one process (pure Python search, single-threaded), the machine shared with other work.",
              "### Zero-waste instances (optimum known)", generated(args.sizes, args.seeds, args.budget),
              "### A large graph", large()]
     if args.models:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from benchmarks_md import write_section  # noqa: E402
+from benchmarks_md import cpu_name, write_section  # noqa: E402
 
 CHILD = """
 import json, sys
@@ -62,7 +61,7 @@ def main() -> None:
                     f"| {ratio:.2f} |")
         print(rows[-1], flush=True)
     table = (f"The example encoder (~1 ms), {args.rounds} fresh processes per row, medians; "
-             f"measured on {platform.processor() or platform.machine()} (shared 2-core machine).\n\n"
+             f"measured on {cpu_name()}, shared with other work.\n\n"
              "| threads | latency ms | kernels alone ms | VM ms | (kernels + VM) / latency |\n"
              "| ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows))
     print(table)

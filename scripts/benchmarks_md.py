@@ -22,3 +22,18 @@ def write_section(key: str, table: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     PATH.write_text(text)
+
+
+def cpu_name() -> str:
+    """The CPU a table was measured on: its model name and widest vector ISA (Linux), else the machine."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    return f"{model} ({isa}, {os.cpu_count()} CPUs)" if isa else f"{model} ({os.cpu_count()} CPUs)"
