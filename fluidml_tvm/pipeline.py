@@ -10,6 +10,7 @@ from .options import BuildOptions
 from .targets import describe
 from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
                         ScheduleGPUKernels, ScheduleKernels)
+from .transform.fluidml_plan import dataflow_lower_passes
 
 # The order the stages run in.
 STAGES = ("pack", "fuse", "tuned", "schedule", "plan", "lower", "finalize")
@@ -63,7 +64,7 @@ def stages(target, options: BuildOptions | None = None, *, measure=None, **keywo
             "plan": [FluidMLPlan(target, reorder=options.reorder, planner=options.planner, inplace=options.inplace,
                                  scratch=options.scratch, validate=options.validate,
                                  solve_seconds=options.solve_seconds)],
-            "lower": _dataflow_lower_passes(target.target),
+            "lower": dataflow_lower_passes(target.target),
             "finalize": pipe.finalize_passes(target.target),
         }
 
@@ -119,13 +120,3 @@ def _texture_layouts(call) -> dict:
     if call.op.name == "relax.nn.conv2d" and call.attrs.groups != 1:
         return {"relax.nn.conv2d": ["NCHW", "OIHW", "NCHW"]}
     return {"relax.nn.conv2d": TEXTURE_CONV_LAYOUTS}
-
-
-def _dataflow_lower_passes(target):
-    try:
-        return relax.pipeline.dataflow_lower_passes(target)
-    except AttributeError:
-        # TVM 0.27's cpu_generic/__init__.py does not re-export this stage; its module has it.
-        from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
-
-        return cpu_pipeline.dataflow_lower_passes(target)

@@ -56,6 +56,9 @@ def tensor_constants(mod) -> list[np.ndarray]:
 
 
 def assert_close(actual, expected, rel=1e-4):
+    """Every output within ``rel`` of the reference's largest magnitude; the same number of outputs."""
+    actual, expected = ([x] if isinstance(x, np.ndarray) else list(x) for x in (actual, expected))
+    assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
     for a, e in zip(actual, expected):
         scale = max(float(np.abs(e).max()), 1e-6)
         assert float(np.abs(a - e).max()) / scale <= rel

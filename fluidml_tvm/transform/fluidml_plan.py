@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
+from ..targets import describe
 from ..analysis.phase import is_dataflow_form, require_legalized, require_unplanned
 from .lift_kernel_scratch import LiftKernelScratch
 from .plan_memory import PLAN_ATTR, PlanMemory
@@ -48,6 +50,7 @@ class FluidMLPlan:
 
     def __init__(self, target, reorder: bool = True, planner: str = "best", inplace: bool = True,
                  scratch: bool = True, validate: bool = False, solve_seconds: float = 2.0):
+        self.target = describe(target)
         self.reorder = reorder
         self.scratch = scratch
         self.plan_memory = PlanMemory(target, planner=planner, inplace=inplace, validate=validate,
@@ -62,15 +65,19 @@ class FluidMLPlan:
             require_unplanned(func, gv.name_hint, "FluidMLPlan")
         if any(is_dataflow_form(f) for _, f in funcs):
             passes = [ReorderForMemory()] if self.reorder else []
-            # TVM's own dataflow lowering; the default pipeline's later copies are no-ops.
-            passes += [
-                relax.transform.RewriteDataflowReshape(),
-                relax.transform.ToNonDataflow(),
-                relax.transform.RemovePurityChecking(),
-                relax.transform.CallTIRRewrite(),
-            ]
+            # TVM's own dataflow lowering for the target; the default pipeline's later run is a no-op.
+            passes += dataflow_lower_passes(self.target.target)
             mod = tvm.transform.Sequential(passes)(mod)
         mod = WriteIntoOutput()(mod)
         if self.scratch:
             mod = LiftKernelScratch()(mod)
         return self.plan_memory(mod)
+
+
+def dataflow_lower_passes(target) -> list:
+    """TVM's dataflow-lowering stage for ``target`` (a ``tvm.target.Target``)."""
+    try:
+        return relax.pipeline.dataflow_lower_passes(target)
+    except AttributeError:
+        # TVM 0.27's cpu_generic/__init__.py does not re-export this stage; its module has it.
+        return cpu_pipeline.dataflow_lower_passes(target)
