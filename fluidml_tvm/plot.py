@@ -48,7 +48,7 @@ def plot_kernel_times(rows, path, top: int = 25) -> None:
     kernels = [r for r in rows if r.calls and not r.name.startswith("(")]
     shown = (kernels[:top] + [r for r in rows if r not in kernels])[::-1]
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(shown) + 1.5))
-    ax.barh([f"{r.name} x{r.calls}" for r in shown], [r.seconds * 1e3 for r in shown], color="tab:blue")
+    ax.barh([f"{r.name} x{r.calls}" if r.calls else r.name for r in shown], [r.seconds * 1e3 for r in shown], color="tab:blue")
     for i, r in enumerate(shown):
         ax.text(r.seconds * 1e3, i, f" {100 * r.seconds / total:.1f}%", va="center", fontsize=8)
     ax.set_xlabel("ms per inference (all calls; each kernel timed alone)")
