@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "report":
+            return _report(args)
         return _optimize(args.model, args)
     except (ModelImportError, UnknownTargetError, ValueError) as err:
         print(f"fluidml-tvm: error: {err}", file=sys.stderr)
@@ -60,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Build the example model into ./{DEMO_DIR}/ (its ONNX file, the artifact and the memory "
                     "timeline), run it with the lean runtime and compare it with ONNX Runtime.")
     _build_options(demo, output_required=False)
+    rep = sub.add_parser(
+        "report", help="build MODEL.onnx with TVM's default pipeline and with fluidml-tvm; write a page comparing them",
+        description="Build MODEL.onnx twice, with TVM's default pipeline and with fluidml-tvm, run both on random "
+                    "inputs and write DIR/index.html: both memory plans on one scale, live bytes over time, "
+                    "per-kernel time, the weight layouts and layout folds chosen and why, and the figures "
+                    "(DIR/report.json has the numbers).")
+    rep.add_argument("model", help="path of an ONNX model with static input shapes")
+    rep.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the page")
+    _plan_options(rep)
+    rep.add_argument("--runs", type=int, default=10, help="inferences per measurement of the profiles (default 10)")
     from .tuning.cli import add_tune_parser
     from .tuning.farm import add_rpc_parser
     from .bench import add_bench_parser
@@ -75,6 +87,17 @@ def _build_options(p, output_required=True):
     p.add_argument("-o", "--output", required=output_required,
                    help="artifact directory, or FILE.so for one library with the weights inside"
                         + ("" if output_required else f" (default: {DEMO_DIR}/example_encoder)"))
+    _plan_options(p)
+    p.add_argument("--report", metavar="DIR",
+                   help="also build with TVM's default pipeline and write a page comparing the two builds here "
+                        "(`fluidml-tvm report`)" + ("" if output_required else f" (default: {DEMO_DIR}/report)"))
+    p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)"
+                   + ("" if output_required else f" (default: {DEMO_DIR}/memory_timeline.png)"))
+    p.add_argument("--profile", metavar="PNG", help="run the artifact on random inputs and plot the time of each "
+                                                    "kernel here (needs -o DIR and matplotlib)")
+
+
+def _plan_options(p):
     p.add_argument("--target", default=DEFAULT_TARGET,
                    help="TVM target: a kind ('llvm'), JSON, or a preset (host = this CPU; "
                         "`fluidml-tvm targets` lists the others)")
@@ -89,11 +112,6 @@ def _build_options(p, output_required=True):
     p.add_argument("--no-inplace", action="store_true", help="never write a kernel's output over its input")
     p.add_argument("--db", metavar="DIR", help="a directory `fluidml-tvm tune` wrote: its MetaSchedule database and "
                                                "layout cost records are applied (default: the shipped ones, if any)")
-    p.add_argument("--report", help="write the memory report as JSON here")
-    p.add_argument("--plot", help="write the memory timeline as a PNG here (needs matplotlib)"
-                   + ("" if output_required else f" (default: {DEMO_DIR}/memory_timeline.png)"))
-    p.add_argument("--profile", metavar="PNG", help="run the artifact on random inputs and plot the time of each "
-                                                    "kernel here (needs -o DIR and matplotlib)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout (figures, stage times, paths); everything else to stderr")
 
@@ -102,29 +120,25 @@ def _optimize(model, args) -> int:
     import fluidml_tvm
 
     from .frontend import parse_input_shapes
-    from .options import BuildOptions
     from .targets import cross_compiler, resolve_target
 
     # Everything that can be checked without the build fails first: a build takes minutes.
     directory = not args.output.endswith(".so")
     _check_output("-o", args.output, directory=directory)
-    for flag, path in (("--report", args.report), ("--plot", args.plot), ("--profile", args.profile)):
+    for flag, path in (("--plot", args.plot), ("--profile", args.profile)):
         if path:
             _check_output(flag, path, directory=False)
+    if args.report:
+        _check_output("--report", args.report, directory=True, wanted="the report's directory")
     if args.profile and not directory:
         raise ValueError("--profile runs an artifact directory: give -o DIR")
     input_shapes = parse_input_shapes(args.input_shape)
     out = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON object only
-    options = BuildOptions(planner=args.planner, reorder=not args.no_reorder, inplace=not args.no_inplace,
-                           validate=True, tuning_database=args.db, layout_records=args.db,
-                           solve_seconds=args.solve_seconds)
+    options = _options(args)
     print(f"building {model} for {args.target} ...", file=out, flush=True)
     target = resolve_target(args.target)
     times: dict = {}
-
-    def progress(stage: str, seconds: float) -> None:
-        times[stage] = round(seconds, 3)
-        print(f"  {stage:10} {seconds:7.2f} s", file=sys.stderr, flush=True)
+    progress = _progress(times)
 
     fcompile = cross_compiler(target)
     if not directory:
@@ -134,16 +148,19 @@ def _optimize(model, args) -> int:
         progress("export", time.perf_counter() - start)
         report = result.report
     else:
-        _, report = fluidml_tvm.export(model, args.output, target, options, input_shapes=input_shapes,
-                                       fcompile=fcompile, progress=progress)
+        info, report = fluidml_tvm.export(model, args.output, target, options, input_shapes=input_shapes,
+                                          fcompile=fcompile, progress=progress)
     print(report.summary(), file=out)
     print(f"planning took {report.plan_seconds:.2f} s; every plan validated", file=out)
     print(f"wrote {args.output}", file=out)
     files = {"output": args.output}
     if args.report:
-        Path(args.report).write_text(report.to_json())
-        files["report"] = args.report
-        print(f"wrote {args.report}", file=out)
+        from .explain import compare_builds
+
+        built = (args.output, info, report) if directory else None
+        comparison = compare_builds(model, target, options, input_shapes=input_shapes, progress=progress,
+                                    built=built)
+        files["report"] = _write_report(comparison, args.report, out)
     if args.plot:
         from .plot import plot_memory_timeline
 
@@ -157,6 +174,59 @@ def _optimize(model, args) -> int:
     if args.json:
         print(json.dumps(_json_summary(model, args.target, target, report, times, files, profile)))
     return 0
+
+
+def _options(args):
+    from .options import BuildOptions
+
+    return BuildOptions(planner=args.planner, reorder=not args.no_reorder, inplace=not args.no_inplace,
+                        validate=True, tuning_database=args.db, layout_records=args.db,
+                        solve_seconds=args.solve_seconds)
+
+
+def _progress(times: dict):
+    def progress(stage: str, seconds: float) -> None:
+        times[stage] = round(seconds, 3)
+        print(f"  {stage:10} {seconds:7.2f} s", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _report(args) -> int:
+    """``fluidml-tvm report``: both builds of MODEL, compared on one page."""
+    from .explain import compare_builds
+    from .frontend import parse_input_shapes
+
+    _check_output("-o", args.output, directory=True, wanted="the report's directory")
+    if args.runs < 1:
+        raise ValueError(f"--runs {args.runs}: give a positive count")
+    out = sys.stderr if args.json else sys.stdout
+    print(f"building {args.model} for {args.target} twice (TVM's default pipeline, fluidml-tvm) ...", file=out, flush=True)
+    times: dict = {}
+    comparison = compare_builds(args.model, args.target, _options(args), input_shapes=parse_input_shapes(args.input_shape),
+                                runs=args.runs, progress=_progress(times))
+    page = _write_report(comparison, args.output, out)
+    if args.json:
+        from .report_page import _numbers
+
+        print(json.dumps({"model": args.model, "target": args.target, "stage_seconds": times, "page": page,
+                          "numbers": _numbers(comparison)}))
+    return 0
+
+
+def _write_report(comparison, directory, out) -> str:
+    from .report_page import write_report
+
+    written = write_report(comparison, directory)
+    f, t = comparison.fluidml, comparison.tvm
+    ours, theirs = f.total_bytes, t.planner_bytes + t.kernel_scratch_bytes
+    print(f"activation memory (plan + kernel scratch): TVM's default build {theirs / 2**20:.2f} MiB, fluidml-tvm "
+          f"{ours / 2**20:.2f} MiB (x{ours / max(theirs, 1):.2f})", file=out)
+    if comparison.fluidml_profile is not None:
+        a, b = comparison.tvm_profile.latency, comparison.fluidml_profile.latency
+        print(f"latency: TVM's default build {a * 1e3:.3f} ms, fluidml-tvm {b * 1e3:.3f} ms (x{b / a:.2f})", file=out)
+    print(f"wrote {written['html']}", file=out)
+    return written["html"]
 
 
 def _json_summary(model, target_name, target, report, times: dict, files: dict, profile) -> dict:
@@ -180,12 +250,12 @@ def _json_summary(model, target_name, target, report, times: dict, files: dict, 
     return summary
 
 
-def _check_output(flag: str, path, *, directory: bool) -> None:
-    """ValueError naming ``flag`` when ``path`` cannot be written; an existing artifact directory may be replaced."""
+def _check_output(flag: str, path, *, directory: bool, wanted: str = "an artifact directory (or FILE.so)") -> None:
+    """ValueError naming ``flag`` when ``path`` cannot be written; an existing directory may be replaced."""
     path = Path(path)
     if path.is_dir() != directory and path.exists():
         what = "a directory" if path.is_dir() else "a file"
-        wanted = "an artifact directory (or FILE.so)" if directory else "a file"
+        wanted = wanted if directory else "a file"
         raise ValueError(f"{flag} {path}: {what} is in the way; {flag} writes {wanted} there")
     try:  # create the parent now and write a scratch file: the real test of a writable place
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +298,7 @@ def _demo(args) -> int:
     onnx.save(build_example_model(), str(path))
     args.output = args.output or str(folder / "example_encoder")
     args.plot = args.plot or str(folder / "memory_timeline.png")
+    args.report = args.report or str(folder / "report")
     out = sys.stderr if args.json else sys.stdout
     print(f"demo: the example model and what is built from it go to {folder.resolve()}/", file=out)
     code = _optimize(str(path), args)

@@ -48,7 +48,7 @@ def compile(model, target="host", options: BuildOptions | None = None, *, input_
     """
     target = describe(target)
     options = BuildOptions.of(options, **keywords)
-    clock = _Clock(progress)
+    clock = StageClock(progress)
     use_all_cores()  # the executable is usually run in this process
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
     clock.lap("import")
@@ -70,7 +70,7 @@ def export(model, path, target="host", options: BuildOptions | None = None, *, i
 
     target = describe(target)
     options = BuildOptions.of(options, **keywords)
-    clock = _Clock(progress)
+    clock = StageClock(progress)
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
     clock.lap("import")
     # Weight re-layouts must precede LiftTransformParams (in export_artifact) to happen once.
@@ -92,7 +92,7 @@ BUILD_STAGES = ("import", "layouts", "schedules", "planning", "codegen", "export
 Progress = Callable[[str, float], None]
 
 
-class _Clock:
+class StageClock:
     """Calls ``progress(stage, seconds since the previous stage ended)`` as each stage ends."""
 
     def __init__(self, progress: Progress | None):
@@ -107,7 +107,7 @@ class _Clock:
 
 
 def planning_pipeline(target, options: BuildOptions | None = None, *, report: bool = True, pack: bool = True,
-                      clock: _Clock | None = None, **keywords):
+                      clock: StageClock | None = None, **keywords):
     """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
 
     The report needs the scheduled module before planning (TVM plans the same
@@ -116,7 +116,7 @@ def planning_pipeline(target, options: BuildOptions | None = None, *, report: bo
     target = describe(target)
     options = BuildOptions.of(options, **keywords)
     parts = stages(target, options)
-    clock = clock or _Clock(None)
+    clock = clock or StageClock(None)
     built: dict = {"module": None, "report": None}
 
     @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")

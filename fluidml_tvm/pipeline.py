@@ -8,7 +8,8 @@ from tvm import relax
 from .layout.costs import KernelCosts, LayoutCostDatabase
 from .options import BuildOptions
 from .targets import describe
-from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, PackWeights,
+from .transform import (ApplyTuningDatabase, CheckIndices, ExpandIntegerPower, FluidMLPlan, FoldLayoutKernels, NameFusedCalls,
+                        PackWeights,
                         ScheduleGPUKernels, ScheduleKernels)
 from .transform.fluidml_plan import dataflow_lower_passes
 
@@ -86,15 +87,31 @@ def get_pipeline(target, options: BuildOptions | None = None, **keywords) -> tvm
     return _pipeline
 
 
+def tvm_default_stages(target) -> dict:
+    """TVM's default pipeline for ``target`` as stages: ``"lower"`` (dispatch, legalization, fusion,
+    dataflow lowering) and ``"finalize"``; fused calls keep their ONNX node names (NameFusedCalls),
+    which changes no kernel. The baseline the report compares with."""
+    target = describe(target)
+    with target.target:
+        return {"lower": relax.pipeline.library_dispatch_passes(target.target)
+                + _named_fusion(relax.pipeline.legalize_passes(target.target)) + dataflow_lower_passes(target.target),
+                "finalize": relax.pipeline.finalize_passes(target.target)}
+
+
 def _legalize_passes(target, fold_costs) -> list:
     """TVM's legalize stage; with ``fold_costs``, FoldLayoutKernels (deciding with them) before FuseTIR."""
-    passes = list(relax.pipeline.legalize_passes(target.target))
+    passes = _named_fusion(relax.pipeline.legalize_passes(target.target))
     if not target.cpu:
         passes = _gpu_legalize_passes(passes)
     if fold_costs is not None:
         at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
         passes.insert(at, FoldLayoutKernels(target=target, costs=fold_costs))
     return passes
+
+
+def _named_fusion(passes) -> list:
+    """``passes`` with FuseOps run by NameFusedCalls."""
+    return [NameFusedCalls(p) if p.info.name == "FuseOps" else p for p in passes]
 
 
 def _gpu_legalize_passes(passes: list) -> list:

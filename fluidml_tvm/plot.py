@@ -56,3 +56,148 @@ def plot_kernel_times(rows, path, top: int = 25) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_plans(tvm_plan, plan, path) -> dict:
+    """TVM's default plan (a band per storage) beside fluidml's arena (tensors at their offsets), one scale.
+
+    ``tvm_plan`` is a :class:`~fluidml_tvm.report.DefaultBuildPlan`, ``plan`` a
+    :class:`~fluidml_tvm.report.FunctionReport`. Tensors are boxes of lifetime
+    x bytes, labelled with the value (ONNX node) written there where the box
+    has room. Returns what each panel drew.
+    """
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    mib = 2**20
+    base, top = {}, 0
+    for storage, nbytes in tvm_plan.storages.items():
+        base[storage], top = top, top + nbytes
+    tvm_boxes = [(name, nbytes, start, end, base[storage]) for name, nbytes, start, end, storage in tvm_plan.tensors]
+    our_boxes = [(name, nbytes, start, end, offset) for name, nbytes, start, end, _, _, offset in plan.tensors]
+    height = max(tvm_plan.planner_bytes, plan.arena_bytes, 1) * 1.12 / mib
+    width = max([b[3] for b in tvm_boxes + our_boxes] + [SLOTS]) / SLOTS + 1
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    facts = {"panels": {}}
+    panels = (
+        ("tvm", axes[0], tvm_boxes, tvm_plan.values, "tab:red",
+         f"TVM default build: {len(tvm_boxes)} tensors in {len(tvm_plan.storages)} storages "
+         f"(+{tvm_plan.kernel_scratch_bytes / mib:.2f} MiB of scratch inside a kernel, not drawn)",
+         [(tvm_plan.planner_bytes, "tab:red", "-", "TVM's storages, summed"),
+          (tvm_plan.live_set_lower_bound, "gray", ":", "live-set bound of TVM's order")]),
+        ("fluidml", axes[1], our_boxes, plan.values, "tab:blue",
+         f"fluidml-tvm: {len(our_boxes)} tensors in one arena ({plan.status})",
+         [(plan.arena_bytes, "tab:green", "-", "fluidml arena"),
+          (plan.proved_bound, "gray", ":", "lower bound of fluidml's order (these buffers)")]),
+    )
+    for key, ax, boxes, values, color, title, lines in panels:
+        labels = []
+        for name, nbytes, start, end, offset in boxes:
+            x, w, y, h = start / SLOTS, (end - start + 1) / SLOTS, offset / mib, nbytes / mib
+            ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.55))
+            label = values.get(name)
+            # characters of 6-point text across the box (a panel is ~130 wide), or up it (~75 high)
+            across, up = int(w / width * 130), int(h / height * 75)
+            if label and ((across >= 6 and h >= 0.03 * height) or up >= 10):
+                room, rotation = (across, 0) if across >= 6 and h >= 0.03 * height else (up, 90)
+                shown = label if len(label) <= room else "…" + label[-(room - 1):]  # the tail names the op
+                ax.text(x + w / 2, y + h / 2, shown, ha="center", va="center", fontsize=6, rotation=rotation,
+                        clip_on=True)
+                labels.append(label)
+        for value, line_color, style, what in lines:
+            ax.axhline(value / mib, color=line_color, linestyle=style, label=f"{what}: {value / mib:.2f} MiB")
+        ax.set_xlim(0, width)
+        ax.set_ylim(0, height)
+        ax.set_xlabel("step (binding index, each build in its own order)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="upper right", fontsize=8)
+        facts["panels"][key] = {"rectangles": sum(isinstance(p, Rectangle) for p in ax.patches), "labels": labels,
+                                "ylim_mib": list(ax.get_ylim())}
+    axes[0].set_ylabel("memory (MiB): TVM's storages stacked / fluidml's arena offset")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return facts
+
+
+def _live_curve(boxes):
+    """Steps and live bytes of ``(nbytes, start, end)`` boxes, as a step function in binding steps."""
+    events: dict = {}
+    for nbytes, start, end in boxes:
+        events[start] = events.get(start, 0) + nbytes
+        events[end + 1] = events.get(end + 1, 0) - nbytes
+    xs, ys, live = [0.0], [0], 0
+    for t in sorted(events):
+        live += events[t]
+        xs.append(t / SLOTS)
+        ys.append(live)
+    return xs, ys
+
+
+def plot_live_bytes(tvm_plan, plan, path) -> dict:
+    """Bytes of live tensors over each build's own order: TVM's default build and fluidml-tvm's."""
+    plt = _pyplot()
+    mib = 2**20
+    fig, ax = plt.subplots(figsize=(10, 4))
+    facts = {}
+    for key, boxes, color, what in (
+        ("tvm", [(t[1], t[2], t[3]) for t in tvm_plan.tensors], "tab:red", "TVM default build"),
+        ("fluidml", [(t[1], t[2], t[3]) for t in plan.tensors], "tab:blue", "fluidml-tvm"),
+    ):
+        xs, ys = _live_curve(boxes)
+        ax.step(xs, [y / mib for y in ys], where="post", color=color, label=f"{what} (peak {max(ys) / mib:.2f} MiB)")
+        facts[key] = {"peak_bytes": max(ys), "points": len(xs)}
+    ax.set_xlabel("step (binding index, each build in its own order)")
+    ax.set_ylabel("live tensors (MiB)")
+    ax.set_title("bytes of planned tensors live at each step (fluidml's spikes: kernel scratch it lifted into the "
+                 "arena; TVM keeps that inside its kernels)", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return facts
+
+
+def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top: int = 15) -> dict:
+    """Per-kernel time, heaviest first, TVM's default build above fluidml-tvm's, on one time scale.
+
+    Each kernel is named with the values (ONNX nodes) its calls write;
+    ``*_kernels`` map kernel -> values (``FunctionReport.kernels``).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(11, 0.55 * top + 3), sharex=True)
+    facts = {}
+    for key, ax, prof, names, color, what in (
+        ("tvm", axes[0], tvm_profile, tvm_kernels, "tab:red", "TVM default build"),
+        ("fluidml", axes[1], profile, kernels, "tab:blue", "fluidml-tvm"),
+    ):
+        rows = prof.kernels[:top] + prof.rows[len(prof.kernels):]
+        values = [list(dict.fromkeys(names.get(r.name, []))) if r.calls else [] for r in rows]
+        labels = [_kernel_label(r, v) for r, v in zip(rows, values)]
+        ax.barh(labels[::-1], [r.seconds * 1e3 for r in rows][::-1], color=color)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"{what}: {prof.latency * 1e3:.3f} ms per inference; its {min(top, len(prof.kernels))} heaviest "
+                     f"of {len(prof.kernels)} kernels, each timed alone", fontsize=10)
+        facts[key] = {"bars": len(ax.patches), "latency_seconds": prof.latency,
+                      "rows": [{"kernel": r.name, "values": v, "seconds": r.seconds} for r, v in zip(rows, values)]}
+    axes[1].set_xlabel("ms per inference (all calls of the kernel)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return facts
+
+
+def _kernel_label(row, values: list) -> str:
+    if not row.calls or row.name.startswith("("):
+        return row.name
+    shown = ", ".join(values[:2]) + (f" +{len(values) - 2}" if len(values) > 2 else "")
+    return f"{row.name[:40]} x{row.calls}" + (f" ({shown[:50]})" if shown else "")

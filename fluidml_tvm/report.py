@@ -8,9 +8,12 @@ from dataclasses import asdict, dataclass, field
 import tvm
 from tvm import relax
 
+from .analysis.layout_kernels import FOLDS_ATTR
 from .analysis.liveness import function_liveness
 from .analysis.memory_plan import PLAN_ATTR, plan_function
 from .analysis.scratch import scratch_by_callee
+from .analysis.weight_layouts import LAYOUTS_ATTR
+from .memory.plan import Interval, live_set_peak
 
 
 @dataclass
@@ -20,6 +23,7 @@ class FunctionReport:
     function: str
     arena_bytes: int
     live_set_lower_bound: int  # over the order FluidML runs, before in-place reuse
+    proved_bound: int  # no placement of these buffers (in-place pairs included) in this order needs less
     tvm_order_lower_bound: int  # over TVM's own order
     tvm_planner_bytes: int  # StaticPlanBlockMemory on the same module
     no_reuse_bytes: int
@@ -30,6 +34,10 @@ class FunctionReport:
     tensors: list = field(default_factory=list)  # [name, bytes, start, end, buffer, storage, offset]
     inplace: list = field(default_factory=list)
     unplanned: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)  # tensor -> the value written there (named after its ONNX node)
+    kernels: dict = field(default_factory=dict)  # kernel -> the values its calls write
+    layouts: list = field(default_factory=list)  # PackWeights' choices (LAYOUTS_ATTR)
+    folds: list = field(default_factory=list)  # FoldLayoutKernels' folds (FOLDS_ATTR)
 
     def summary(self) -> str:
         def mb(n):
@@ -93,11 +101,13 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
         tvm_order, _ = plan_function(same_tensors, same_tensors[name], name, inplace=False)
         tvm_storages = function_liveness(tvm_planned[name]).storages
         tvm_scratch = scratch_by_callee(tvm_lowered, function_liveness(tvm_lowered[name], tvm_lowered))
-        left = scratch_by_callee(planned, function_liveness(func, planned))
+        liveness = function_liveness(func, planned)
+        left = scratch_by_callee(planned, liveness)
         report.functions[name] = FunctionReport(
             function=name,
             arena_bytes=plan["arena_bytes"],
             live_set_lower_bound=plan["live_set_lower_bound"],
+            proved_bound=plan["proved_bound"],
             tvm_order_lower_bound=tvm_order.live_set_lower_bound,
             tvm_planner_bytes=sum(v or 0 for v in tvm_storages.values()),
             no_reuse_bytes=plan["no_reuse_bytes"],
@@ -108,5 +118,57 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
             tensors=plan["tensors"],
             inplace=plan["inplace"],
             unplanned=plan["unplanned"],
+            values=liveness.values,
+            kernels=kernel_values(liveness),
+            layouts=_json_attr(func, LAYOUTS_ATTR),
+            folds=_json_attr(func, FOLDS_ATTR),
         )
     return report
+
+
+@dataclass
+class DefaultBuildPlan:
+    """TVM's default build of a function: one storage per group of tensors StaticPlanBlockMemory shares."""
+
+    function: str
+    storages: dict  # storage -> bytes, in the order first used
+    tensors: list  # [name, bytes, start, end, storage]
+    values: dict  # tensor -> the value written there
+    kernels: dict  # kernel -> the values its calls write
+    live_set_lower_bound: int  # over TVM's order: no placement of these tensors in this order needs less
+    kernel_scratch_bytes: int  # the largest scratch one kernel allocates for itself, outside the plan
+
+    @property
+    def planner_bytes(self) -> int:
+        return sum(self.storages.values())
+
+
+def default_build_plan(planned: tvm.IRModule, name: str = "main") -> DefaultBuildPlan:
+    """Read TVM's plan of ``planned[name]`` (TVM's dataflow lowering, then StaticPlanBlockMemory)."""
+    liveness = function_liveness(planned[name], planned)
+    tensors = []
+    for alloc in sorted(liveness.allocs.values(), key=lambda a: liveness.lifetimes[a.name]):
+        if alloc.storage is not None and liveness.storages.get(alloc.storage) is not None and alloc.nbytes:
+            tensors.append([alloc.name, alloc.nbytes, *liveness.lifetimes[alloc.name], alloc.storage])
+    order = list(dict.fromkeys(t[4] for t in tensors))
+    bound = live_set_peak([Interval(t[0], t[1], t[2], t[3]) for t in tensors])
+    scratch = scratch_by_callee(planned, liveness)
+    return DefaultBuildPlan(name, {s: liveness.storages[s] for s in order}, tensors, liveness.values,
+                            kernel_values(liveness), bound, max(scratch.values(), default=0))
+
+
+def kernel_values(liveness) -> dict:
+    """``kernel -> [the values its calls write]``: a tensor is written by the first call that touches it
+    (scratch, never bound to a value, is left out)."""
+    out: dict = {}
+    seen: set = set()
+    for call in liveness.calls:
+        touched = {r for arg in call.args for r in arg}
+        written = sorted(touched - seen, key=lambda r: liveness.lifetimes.get(r, (0, 0)))
+        seen |= touched
+        out.setdefault(call.callee, []).extend(liveness.values[w] for w in written if w in liveness.values)
+    return out
+
+
+def _json_attr(func, key) -> list:
+    return json.loads(str(func.attrs[key])) if func.attrs and key in func.attrs else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,25 @@ from fluidml_tvm.pipeline import stages
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 BOARD = Path(os.environ.get("FLUIDML_AARCH64_BOARD", Path.home() / ".cache/fluidml-tvm/aarch64"))
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # model_zoo, benchmarks_md
+
+
+def zoo_model(name: str) -> Path:
+    """The ONNX file of zoo model ``name`` (scripts/model_zoo.py), exported on first use."""
+    import model_zoo
+
+    return model_zoo.model_path(name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI every component a test needs is set up, so a skip is a defect: report it as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI sets up everything a test needs): {report.longrepr}"
 
 
 @pytest.fixture
@@ -21,9 +41,7 @@ def aarch64_board() -> Path:
     """The emulated aarch64 board (scripts/setup_aarch64_board.sh): a skip without it, a failure in CI."""
     if not (BOARD / "READY").is_file():
         why = f"emulated aarch64 board not set up at {BOARD} (scripts/setup_aarch64_board.sh; `make test` does it)"
-        if os.environ.get("CI", "").lower() in ("true", "1"):  # CI sets the board up: missing is a defect
-            pytest.fail(why)
-        pytest.skip(why)
+        pytest.skip(why)  # a failure in CI (pytest_runtest_makereport)
     return BOARD
 
 

@@ -124,10 +124,7 @@ def test_cross_compiled_library_is_aarch64(imported, tmp_path):
 def test_tied_embedding_is_stored_once(tmp_path):
     """GPT-2 reads its token table as-is (lookup) and transposed (LM head): one copy on disk."""
     pytest.importorskip("torch")
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import model_zoo
     import onnx
 

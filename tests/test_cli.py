@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_optimize_writes_library_report_and_plot(tmp_path, capsys):
     model = tmp_path / "encoder.onnx"
     onnx.save(build_example_model(), str(model))
-    lib, report, plot = tmp_path / "encoder.so", tmp_path / "plan.json", tmp_path / "timeline.png"
+    lib, report, plot = tmp_path / "encoder.so", tmp_path / "report", tmp_path / "timeline.png"
     code = main(["optimize", str(model), "-o", str(lib), "--report", str(report), "--plot", str(plot)])
     out = capsys.readouterr().out
     assert code == 0
     assert "arena" in out and "TVM" in out and "every plan validated" in out
+    assert f"wrote {report / 'index.html'}" in out
     assert "weights.bin" not in {p.name for p in tmp_path.iterdir()}  # one file, weights inside
     assert lib.stat().st_size > 0 and plot.stat().st_size > 0
-    plan = json.loads(report.read_text())["functions"]["main"]
+    plan = json.loads((report / "report.json").read_text())["fluidml"]
     assert plan["arena_bytes"] > 0 and plan["tensors"]
 
 
@@ -46,9 +47,9 @@ def test_demo_runs_as_a_command_and_keeps_what_it_prints_in_its_folder(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "relative error vs ONNX Runtime" in proc.stdout
     written = [line.split("wrote ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("wrote ")]
-    assert {Path(w).name for w in written} == {"example_encoder", "memory_timeline.png"}
+    assert {Path(w).name for w in written} == {"example_encoder", "memory_timeline.png", "index.html"}
     for path in written:  # was: the artifact's path, printed and then deleted with a temporary directory
-        assert (tmp_path / path).exists() and (tmp_path / path).parent == tmp_path / DEMO_DIR, path
+        assert (tmp_path / path).exists() and tmp_path / DEMO_DIR in (tmp_path / path).parents, path
     assert sorted(p.name for p in tmp_path.iterdir()) == [DEMO_DIR]  # nothing else in the working directory
 
 
@@ -84,7 +85,8 @@ def test_outputs_that_cannot_be_written_fail_before_the_build(tmp_path, capsys):
         (["-o", str(a_file / "out")], f"-o {a_file / 'out'}: cannot write there"),
         (["-o", str(a_dir)], f"-o {a_dir}: a directory is in the way; -o writes a file there"),
         (["-o", "/proc/fluidml-tvm/model"], "-o /proc/fluidml-tvm/model: cannot write there"),
-        (["-o", str(tmp_path / "art"), "--report", str(a_dir)], f"--report {a_dir}: a directory is in the way"),
+        (["-o", str(tmp_path / "art"), "--report", str(a_file)],
+         f"--report {a_file}: a file is in the way; --report writes the report's directory there"),
         (["-o", str(tmp_path / "art"), "--plot", str(a_file / "t.png")], f"--plot {a_file / 't.png'}: cannot write"),
         (["-o", str(tmp_path / "m.so"), "--profile", str(tmp_path / "k.png")], "--profile runs an artifact directory"),
     ]

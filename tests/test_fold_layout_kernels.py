@@ -1,8 +1,6 @@
 """FoldLayoutKernels: copy kernels merged into their producer or consumer, results unchanged."""
 
-import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,9 +17,8 @@ from fluidml_tvm.schedule import schedule_function
 from fluidml_tvm.transform.fold_layout_kernels import FoldLayoutKernels
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
-from conftest import TARGET, run_vm
+from conftest import TARGET, run_vm, zoo_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 RNG = np.random.default_rng(0)
 R = relax.op
@@ -194,12 +191,7 @@ def test_before_legalization_is_a_placement_error():
 
 @pytest.fixture(scope="module")
 def gpt2_tiny():
-    import model_zoo
-
-    path = model_zoo.cache_dir() / "gpt2-tiny.onnx"
-    if not path.is_file():
-        pytest.skip("gpt2-tiny.onnx not exported (scripts/make_models.py)")
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(zoo_model("gpt2-tiny")))
     mod, _ = onnx_to_relax(proto)
     inputs = list(random_inputs(proto).values())
     return mod, inputs, tvm_default(mod, inputs)

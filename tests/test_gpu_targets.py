@@ -7,8 +7,6 @@ the library, linked for Android with a stand-in for the NDK's compiler.
 """
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +20,6 @@ from fluidml_tvm.pipeline import stages
 from fluidml_tvm.schedule.gpu import FALLBACK, WINDOW
 from fluidml_tvm.targets import cross_compiler, describe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 # Rules that give a kernel with a real reduction one thread (Fallback) or one thread block per
 # output (GeneralReduction on a 3x3 window): a heavy kernel must get neither.

@@ -21,7 +21,7 @@ LAYERS = (
     ("transform", "report", "plot", "artifact"),  # the passes; what reads or writes a planned build
     ("pipeline",),  # the stages and the passes in them
     ("compiler", "tuning"),  # entry points
-    ("bench",),  # builds and times a model here or on a board (compiler + tuning.rpc)
+    ("bench", "explain", "report_page"),  # builds and times a model here or on a board; the two builds compared
     ("cli",),
 )
 

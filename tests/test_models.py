@@ -5,8 +5,6 @@ the repo; BERT-base and GPT-2 small run in scripts/check_models.py instead,
 as their untuned kernels take minutes.
 """
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,7 +19,6 @@ from fluidml_tvm.analysis.validate import validate_function
 
 from conftest import TARGET, assert_close, run_vm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 MODELS = ["example", "gpt2-tiny", "minilm", "resnet18", "mobilenetv2"]
 

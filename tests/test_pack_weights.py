@@ -1,7 +1,5 @@
 """PackWeights: constant matmul weights packed as [N/n, K, n], folded at build time, never kept twice."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,9 +14,8 @@ from fluidml_tvm.pipeline import stages
 from fluidml_tvm.transform.pack_weights import PackWeights
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
-from conftest import TARGET, assert_close, run_vm, tensor_constants
+from conftest import TARGET, assert_close, run_vm, tensor_constants, zoo_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 RNG = np.random.default_rng(0)
 
@@ -137,13 +134,9 @@ def _load(name):
     if name == "example":
         model = build_example_model()
         return model, example_feeds(model)
-    pytest.importorskip("torch")
     import model_zoo
 
-    path = model_zoo.cache_dir() / f"{name}.onnx"
-    if not path.exists():
-        pytest.skip(f"{name} not in the model cache")
-    return onnx.load(str(path)), model_zoo.example_inputs(name)
+    return onnx.load(str(zoo_model(name))), model_zoo.example_inputs(name)
 
 
 def _initializer_bytes(model) -> int:

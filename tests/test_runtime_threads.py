@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 
 from fluidml_tvm import runtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import stress_threads  # noqa: E402
 
 

@@ -22,7 +22,6 @@ from fluidml_tvm.artifact import export_artifact
 from fluidml_tvm.runtime.manifest import ArtifactError, TensorSpec, WeightEntry, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 import stress_threads  # noqa: E402  (its model has four weights of one shape)
 
 _EVIL = r"""

@@ -16,7 +16,7 @@ from fluidml_tvm.transform.pack_weights import PackWeights
 from fluidml_tvm.analysis.memory_plan import PLAN_ATTR
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
-from conftest import TARGET, assert_close, run_vm
+from conftest import TARGET, assert_close, run_vm, zoo_model
 
 RNG = np.random.default_rng(0)
 R = relax.op
@@ -148,18 +148,10 @@ def test_example_model_scheduled_matches_and_memory_plan_validates():
 
 
 def test_gpt2_tiny_scheduled_matches():
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("torch")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import model_zoo
     import onnx
 
-    path = model_zoo.cache_dir() / "gpt2-tiny.onnx"
-    if not path.exists():
-        pytest.skip("gpt2-tiny not in the model cache")
-    mod, _ = onnx_to_relax(onnx.load(str(path)))
+    mod, _ = onnx_to_relax(onnx.load(str(zoo_model("gpt2-tiny"))))
     inputs = list(model_zoo.example_inputs("gpt2-tiny").values())
     ex, _, _ = build(mod, validate=True)
     assert_close(run_vm(ex, inputs), run_vm(build(mod, fast=False)[0], inputs))

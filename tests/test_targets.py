@@ -166,11 +166,9 @@ EM_AARCH64 = 183  # ELF e_machine
 @pytest.mark.parametrize("preset,model", _BOARD_BUILDS)
 def test_every_board_preset_builds_the_zoo_models(preset, model, tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import sys
 
     import fluidml_tvm
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     import model_zoo
 
     target = describe(preset)

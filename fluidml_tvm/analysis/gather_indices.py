@@ -19,7 +19,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ..frontend.onnx_gathers import GATHER_OPS, onnx_label
+from ..frontend.onnx_labels import GATHER_OPS, onnx_label
 
 # Ops that wrap negative indices themselves (TVM's scatter_elements, as ONNX defines it): always [-n, n-1].
 _WRAPS_ITSELF = ("relax.scatter_elements",)

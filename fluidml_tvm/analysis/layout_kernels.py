@@ -25,6 +25,10 @@ from .nests import kernel_nests
 from .schedule_rules import is_scheduled
 
 
+# The function attribute listing the folds FoldLayoutKernels applied to a function (JSON), read by the report.
+FOLDS_ATTR = "fluidml_tvm.layout_folds"
+
+
 @dataclass(frozen=True)
 class Fold:
     """Merge the call bound to ``layout_var`` into the call bound to ``partner_var``.

@@ -62,6 +62,7 @@ class FunctionLiveness:
     storages: dict = field(default_factory=dict)  # storage var name -> bytes (None if dynamic)
     escaping: set = field(default_factory=set)  # names reachable from the return value
     calls: list = field(default_factory=list)  # DPSCall, in step order
+    values: dict = field(default_factory=dict)  # name -> the variable the result written there is bound to
 
 
 def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:
@@ -93,6 +94,8 @@ def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:
         ):
             # An alias touches no data; its uses count for what it aliases.
             roots[var] = _alias_roots(value, roots, _roots_of_free_vars(value, roots))
+            if isinstance(value, relax.Var) and len(roots[var]) == 1:
+                info.values.setdefault(next(iter(roots[var])), var.name)  # ``lv = alloc`` after a call
             continue
         if isinstance(binding, relax.MatchCast) or not isinstance(value, relax.Call):
             used = _roots_of_free_vars(value, roots)

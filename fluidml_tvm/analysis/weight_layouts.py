@@ -15,6 +15,8 @@ from ..layout.planners import LayoutGraph, LayoutPlan
 from .packing import PackDecision, block_candidates, static_shape
 
 ACTIVATION = ("row",)
+# The function attribute holding the weight layouts PackWeights chose for a function (JSON), read by the report.
+LAYOUTS_ATTR = "fluidml_tvm.weight_layouts"
 
 
 def weight_layout_graph(decisions: list[PackDecision], layouts: list[list[tuple]]) -> LayoutGraph:

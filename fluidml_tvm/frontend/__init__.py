@@ -139,7 +139,7 @@ def onnx_to_relax(model, *, input_shape_overrides: dict | None = None,
     """
     from tvm import relax
 
-    from .onnx_gathers import from_onnx  # TVM's importer, gathers labelled with their ONNX node
+    from .onnx_labels import from_onnx  # TVM's importer, each call labelled with its ONNX node
 
     where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "<ModelProto>")
     proto = load_onnx(model, name=where)

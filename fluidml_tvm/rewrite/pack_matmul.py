@@ -138,5 +138,5 @@ class _PackMatmul(relax.PyExprMutator):
                 name_hint="packed_weight",
             )
             call = self.builder_.call_te(packed_matmul, x, packed, decision.n, primfunc_name_hint=PACKED_MATMUL)
-        new_var = self.builder_.emit(call)
+        new_var = self.builder_.emit(call, name_hint=binding.var.name)  # keeps its ONNX node name
         self.set_var_remap(binding.var, new_var)

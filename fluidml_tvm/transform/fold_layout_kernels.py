@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import tvm
 import tvm_ffi
 from tvm import relax
 
-from ..analysis.layout_kernels import Fold, find_folds, is_primitive, kernel_primfuncs
+from ..analysis.layout_kernels import FOLDS_ATTR, Fold, find_folds, is_primitive, kernel_primfuncs
 from ..analysis.phase import PipelinePlacementError, unlegalized_ops
 from ..rewrite.fold_layout import fold_groups, fold_layout_kernels, merged_kernel
 from ..schedule import schedule_function
@@ -20,7 +22,8 @@ class FoldLayoutKernels:
     Place it between ``FuseOps`` and ``FuseTIR``: the copy kernels are grouped
     functions there, and FuseTIR then makes one PrimFunc of each merged group
     (the producer writes the permuted layout, or the consumer reads through it).
-    Before ``LegalizeOps`` it raises ``PipelinePlacementError``.
+    Before ``LegalizeOps`` it raises ``PipelinePlacementError``. Each function
+    lists its folds (kind, copy, partner, why) as JSON in its :data:`FOLDS_ATTR`.
 
     Parameters
     ----------
@@ -63,7 +66,12 @@ class FoldLayoutKernels:
             decide = self.decide or KeepsSchedule(out, func, self.target, self.costs)
             chosen = choose(folds, decide)
             self.applied += chosen
+            why = getattr(decide, "why", {})
             out = fold_layout_kernels(out, gv, chosen)
+            if chosen:
+                out[gv] = out[gv].with_attr(FOLDS_ATTR, json.dumps([
+                    {"kind": f.kind, "copy": f.layout_var.name, "into": f.partner_var.name,
+                     "why": why.get(f, "accepted by the caller's decide")} for f in chosen]))
         return out
 
 
@@ -106,6 +114,7 @@ class KeepsSchedule:
         self.target = target
         self.costs = costs
         self.accepted: list[Fold] = []
+        self.why: dict = {}  # accepted Fold -> the reason, in words
         self._bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
         self._rules: dict = {}  # structural hash -> [(merged PrimFunc, rule)]
 
@@ -116,12 +125,17 @@ class KeepsSchedule:
         merged, after = self._rule(self._group(self.accepted + [fold], fold.partner_var))
         if before is None or after != before:
             return False
+        why = f"saves a copy; the merged kernel keeps the {before} schedule"
         if self.costs is not None:
             copy = merged_kernel(self.mod, self._group([], fold.layout_var))
             times = [self.costs(k) for k in (merged, apart, copy)]
             if None not in times and times[0] > times[1] + times[2]:
                 return False
+            if None not in times:
+                why += (f"; measured {times[0] * 1e6:.1f} us merged vs {times[1] * 1e6:.1f} + "
+                        f"{times[2] * 1e6:.1f} us apart")
         self.accepted.append(fold)
+        self.why[fold] = why
         return True
 
     def _is_view(self, var) -> bool:

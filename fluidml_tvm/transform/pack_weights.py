@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import tvm
 from tvm import relax
 
 from ..analysis.packing import plan_packing
-from ..analysis.weight_layouts import candidates, chosen_layouts, weight_layout_graph, workload
+from ..analysis.weight_layouts import LAYOUTS_ATTR, candidates, chosen_layouts, weight_layout_graph, workload
 from ..layout.costs import LayoutCostDatabase, MeasuredLayoutCosts
-from ..layout.planners import plan_layouts
+from ..layout.planners import INF, plan_layouts
 from ..rewrite.pack_matmul import rewrite_packed_matmuls
 from ..targets import describe
 
@@ -35,7 +36,9 @@ class PackWeights:
     register-tile width) is chosen by the whole-graph layout planner from the
     kernels' measured times under each candidate, predicted by XGBoost where
     not measured (:mod:`fluidml_tvm.layout.costs`); a kernel with no
-    cost known keeps two vectors.  ``plans`` keeps the plan of each function.
+    cost known keeps two vectors.  ``plans`` keeps the plan of each function;
+    each function records its choices (value, workload, layout, block, and the
+    seconds of each candidate when known) as JSON in its :data:`LAYOUTS_ATTR`.
 
     Parameters
     ----------
@@ -60,9 +63,12 @@ class PackWeights:
                 continue
             decisions = plan_packing(func, self.target.lanes)
             if decisions:
-                decisions = self._choose_blocks(gv.name_hint, decisions)
+                decisions, seconds = self._choose_blocks(gv.name_hint, decisions)
             if decisions:
                 out = rewrite_packed_matmuls(out, gv, decisions)
+                out[gv] = out[gv].with_attr(LAYOUTS_ATTR, json.dumps([
+                    {"value": d.var.name, "workload": list(workload(d)), "layout": d.layout, "block": d.block,
+                     "seconds": s} for d, s in zip(decisions, seconds)]))
         return out
 
     def _choose_blocks(self, name, decisions):
@@ -73,5 +79,9 @@ class PackWeights:
                                     {str(i): ls for i, ls in enumerate(layouts)})
         plan = plan_layouts(graph, costs)
         self.plans[name] = plan
+        # per kernel {"layout/block": seconds}, or None when no record: the default block is kept
+        seconds = [None if all(t in (0.0, INF) for t in costs.costs[str(i)].values())
+                   else {f"{layout}/{block}": t for (layout, block), t in costs.costs[str(i)].items()}
+                   for i in range(len(decisions))]
         return [dataclasses.replace(d, block=int(layout[1]))
-                for d, layout in zip(decisions, chosen_layouts(plan, len(decisions)))]
+                for d, layout in zip(decisions, chosen_layouts(plan, len(decisions)))], seconds
