@@ -87,16 +87,21 @@ def compare_builds(model, target="host", options: BuildOptions | None = None, *,
 
 
 def _tvm_default_build(model, target, input_shapes, directory: Path):
-    """TVM's plan of ``main`` and its artifact, from its default pipeline."""
+    """TVM's plan of ``main`` and its artifact, from its default pipeline (the plan read from the very
+    module the artifact is compiled from, so that kernel names match its profile)."""
     parts = tvm_default_stages(target)
-    mod, _ = onnx_to_relax(model, input_shape_overrides=input_shapes)
-    with target.target:
-        planned = tvm.transform.Sequential(parts["lower"] + [relax.transform.StaticPlanBlockMemory()])(mod)
-    with_params, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
-    info = export_artifact(with_params, params.get("main", []), target.target, directory,
-                           relax_pipeline=tvm.transform.Sequential(parts["lower"] + parts["finalize"]),
+    lowered = {}
+
+    @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.keep_lowered")
+    def keep(mod, _ctx):
+        lowered["module"] = relax.transform.StaticPlanBlockMemory()(mod)
+        return mod
+
+    mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
+    info = export_artifact(mod, params.get("main", []), target.target, directory,
+                           relax_pipeline=tvm.transform.Sequential(parts["lower"] + [keep] + parts["finalize"]),
                            fcompile=target.cross_compiler)
-    return default_build_plan(planned), info
+    return default_build_plan(lowered["module"]), info
 
 
 def _profile(directory: Path, inputs, runs: int) -> Profile:

@@ -1,18 +1,24 @@
-"""The memory timeline: every planned tensor as a box of offset x lifetime."""
+"""The figures: memory plans (a box per tensor, lifetime x bytes), live bytes, and kernel times (matplotlib)."""
 
 from __future__ import annotations
 
 from .analysis.nests import SLOTS
 
 
-def plot_memory_timeline(plan, path) -> None:
-    """Draw a FunctionReport's arena (one box per tensor) and save it as an image."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_memory_timeline(plan, path) -> None:
+    """Draw a FunctionReport's arena (one box per tensor) and save it as an image."""
     from matplotlib.patches import Rectangle
 
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     mib = 2**20
     for name, nbytes, start, end, buffer, storage, offset in plan.tensors:
@@ -39,11 +45,7 @@ def plot_memory_timeline(plan, path) -> None:
 def plot_kernel_times(rows, path, top: int = 25) -> None:
     """Bar chart of the ``top`` heaviest rows of a profile (:func:`fluidml_tvm.runtime.profile.profile`):
     kernels, then the VM's own time and what neither explains; they add up to the latency."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     total = sum(r.seconds for r in rows) or 1.0
     kernels = [r for r in rows if r.calls and not r.name.startswith("(")]
     shown = (kernels[:top] + [r for r in rows if r not in kernels])[::-1]
@@ -57,14 +59,6 @@ def plot_kernel_times(rows, path, top: int = 25) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_plans(tvm_plan, plan, path) -> dict:
@@ -174,7 +168,7 @@ def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top
     ``*_kernels`` map kernel -> values (``FunctionReport.kernels``).
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 1, figsize=(11, 0.55 * top + 3), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(12, 0.55 * top + 3), sharex=True)
     facts = {}
     for key, ax, prof, names, color, what in (
         ("tvm", axes[0], tvm_profile, tvm_kernels, "tab:red", "TVM default build"),
@@ -185,8 +179,9 @@ def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top
         labels = [_kernel_label(r, v) for r, v in zip(rows, values)]
         ax.barh(labels[::-1], [r.seconds * 1e3 for r in rows][::-1], color=color)
         ax.tick_params(axis="y", labelsize=7)
-        ax.set_title(f"{what}: {prof.latency * 1e3:.3f} ms per inference; its {min(top, len(prof.kernels))} heaviest "
-                     f"of {len(prof.kernels)} kernels, each timed alone", fontsize=10)
+        ax.set_title(f"{what}: {prof.latency * 1e3:.3f} ms per inference\n"
+                     f"its {min(top, len(prof.kernels))} heaviest of {len(prof.kernels)} kernels, each timed alone",
+                     fontsize=10)
         facts[key] = {"bars": len(ax.patches), "latency_seconds": prof.latency,
                       "rows": [{"kernel": r.name, "values": v, "seconds": r.seconds} for r, v in zip(rows, values)]}
     axes[1].set_xlabel("ms per inference (all calls of the kernel)")
@@ -199,5 +194,7 @@ def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top
 def _kernel_label(row, values: list) -> str:
     if not row.calls or row.name.startswith("("):
         return row.name
-    shown = ", ".join(values[:2]) + (f" +{len(values) - 2}" if len(values) > 2 else "")
-    return f"{row.name[:40]} x{row.calls}" + (f" ({shown[:50]})" if shown else "")
+    shown = ", ".join(v if len(v) <= 24 else "…" + v[-23:] for v in values[:2])  # the tail names the op
+    shown += f" +{len(values) - 2}" if len(values) > 2 else ""
+    name = row.name if len(row.name) <= 30 else row.name[:29] + "…"
+    return f"{name} x{row.calls}" + (f" ({shown})" if shown else "")

@@ -13,6 +13,7 @@ from .analysis.liveness import function_liveness
 from .analysis.memory_plan import PLAN_ATTR, plan_function
 from .analysis.scratch import scratch_by_callee
 from .analysis.weight_layouts import LAYOUTS_ATTR
+from .frontend.onnx_labels import is_generated
 from .memory.plan import Interval, live_set_peak
 
 
@@ -118,7 +119,7 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
             tensors=plan["tensors"],
             inplace=plan["inplace"],
             unplanned=plan["unplanned"],
-            values=liveness.values,
+            values=named_values(liveness),
             kernels=kernel_values(liveness),
             layouts=_json_attr(func, LAYOUTS_ATTR),
             folds=_json_attr(func, FOLDS_ATTR),
@@ -153,8 +154,13 @@ def default_build_plan(planned: tvm.IRModule, name: str = "main") -> DefaultBuil
     order = list(dict.fromkeys(t[4] for t in tensors))
     bound = live_set_peak([Interval(t[0], t[1], t[2], t[3]) for t in tensors])
     scratch = scratch_by_callee(planned, liveness)
-    return DefaultBuildPlan(name, {s: liveness.storages[s] for s in order}, tensors, liveness.values,
+    return DefaultBuildPlan(name, {s: liveness.storages[s] for s in order}, tensors, named_values(liveness),
                             kernel_values(liveness), bound, max(scratch.values(), default=0))
+
+
+def named_values(liveness) -> dict:
+    """``tensor -> value`` for the values named after an ONNX node (not the ones TVM made up)."""
+    return {t: v for t, v in liveness.values.items() if not is_generated(v)}
 
 
 def kernel_values(liveness) -> dict:
@@ -162,11 +168,12 @@ def kernel_values(liveness) -> dict:
     (scratch, never bound to a value, is left out)."""
     out: dict = {}
     seen: set = set()
+    values = named_values(liveness)
     for call in liveness.calls:
         touched = {r for arg in call.args for r in arg}
         written = sorted(touched - seen, key=lambda r: liveness.lifetimes.get(r, (0, 0)))
         seen |= touched
-        out.setdefault(call.callee, []).extend(liveness.values[w] for w in written if w in liveness.values)
+        out.setdefault(call.callee, []).extend(values[w] for w in written if w in values)
     return out
 
 

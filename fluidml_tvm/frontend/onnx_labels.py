@@ -37,6 +37,14 @@ def from_onnx(model: onnx.ModelProto, shape_dict: dict, *, keep_params_in_input:
     return rename_bindings(mod, lambda b: _node_var_name(b) or importer.bound_names.get(b.var))
 
 
+_GENERATED = re.compile(r"(lv|gv)\d*(_\d+)?")  # the names TVM's block builder makes up
+
+
+def is_generated(name: str) -> bool:
+    """Whether ``name`` is one TVM's block builder made up (``lv12``, ``gv``), not a node's."""
+    return _GENERATED.fullmatch(name) is not None
+
+
 def node_var_name(node_name: str) -> str:
     """The Relax variable name for ONNX node ``node_name``: ``/h.0/attn/MatMul`` -> ``h_0_attn_MatMul``."""
     return re.sub(r"[^0-9A-Za-z_]+", "_", node_name).strip("_") or "node"

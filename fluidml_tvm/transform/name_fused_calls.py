@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import tvm
 from tvm import relax
 
-from ..frontend.onnx_labels import rename_bindings
-
-_GENERATED = re.compile(r"(lv|gv)\d*(_\d+)?")  # names TVM's block builder makes up
+from ..frontend.onnx_labels import is_generated, rename_bindings
 
 
 @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.NameFusedCalls")
@@ -67,7 +63,7 @@ def _fused_call_names(fused: tvm.IRModule, func: relax.Function, before: relax.F
         if matched and inner.get(callee.body.body) is matched[-1]:
             original[b.var] = matched[-1]
             # an unnamed ONNX node (e.g. the transpose after a named reshape): the group's last named one
-            named = [v.name for v in matched if not _GENERATED.fullmatch(v.name)]
+            named = [v.name for v in matched if not is_generated(v.name)]
             if named:
                 names[b.var] = named[-1]
     return names
