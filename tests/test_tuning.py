@@ -383,3 +383,18 @@ def test_a_target_without_a_core_count_is_named(tmp_path, capsys):
     model = matmul_onnx(tmp_path / "mm.onnx")
     assert _cli("tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"), "--target", "llvm") == 2
     assert 'error: --target llvm: tuning needs the device\'s core count: add "num-cores"' in capsys.readouterr().err
+
+
+def test_metaschedule_writes_its_log_to_files_and_only_warnings_to_the_console(tmp_path):
+    """Was: with a progress bar the console got warnings only, and with ``--quiet`` every INFO line."""
+    import logging
+
+    from fluidml_tvm.tuning.tasks import extract_tasks
+    from fluidml_tvm.tuning.tune import _console_handlers, _contexts
+
+    tasks = extract_tasks(str(matmul_onnx(tmp_path / "mm.onnx")), TARGET_JSON)
+    _contexts(tasks, tmp_path / "work", "evolutionary", 0)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    console = _console_handlers(ms_logger)
+    assert console and all(h.level >= logging.WARNING for h in console)
+    assert ms_logger.getEffectiveLevel() <= logging.INFO  # the log files still get everything

@@ -194,7 +194,7 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
 
     use_all_cores()  # the runner's worker processes inherit it: candidates run as deployed
     chosen = [extracted[i] for i in todo]
-    contexts, weights = _contexts(chosen, work_dir, search, seed, quiet=progress)
+    contexts, weights = _contexts(chosen, work_dir, search, seed)
     bar = tqdm(total=trials, initial=measured_before, unit="trial", desc="tuning",
                disable=not progress, dynamic_ncols=True)
     extra_callbacks = [*extra_callbacks, StopWhenAllFail()]  # a session that measures nothing is an error
@@ -234,10 +234,11 @@ def _run(extracted, todo, database, work_dir, target, remaining, per_task, trial
         bar.close()
 
 
-def _contexts(tasks, work_dir, search, seed, quiet):
-    """MetaSchedule tune contexts, its loggers writing to ``work_dir/logs`` (the console only warnings if ``quiet``)."""
+def _contexts(tasks, work_dir, search, seed):
+    """MetaSchedule tune contexts, its loggers writing to ``work_dir/logs``; on the console only warnings
+    (the progress bar, or nothing with ``--quiet``, says how tuning goes)."""
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    ms_logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    ms_logger.setLevel(logging.INFO)
     # MetaSchedule re-lists the logger's handlers by name when it configures logging and
     # fails on an unnamed one (pytest's capture adds some): step them aside meanwhile.
     unnamed = [h for h in ms_logger.handlers if not h.get_name()]
@@ -249,6 +250,16 @@ def _contexts(tasks, work_dir, search, seed, quiet):
     finally:
         for handler in unnamed:
             ms_logger.addHandler(handler)
+        for handler in _console_handlers(ms_logger):
+            handler.setLevel(logging.WARNING)
+
+
+def _console_handlers(logger) -> list:
+    """The handlers MetaSchedule gave ``logger`` and its task loggers that write to a terminal, not to a
+    log file (its handlers are named; others, e.g. pytest's, are not its to change)."""
+    loggers = [logger] + [logging.getLogger(n) for n in logging.root.manager.loggerDict if n.startswith(logger.name + ".")]
+    return [h for lg in loggers for h in lg.handlers
+            if h.get_name() and isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
 @derived_object
