@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ from ..targets import SCHEDULES_DIR, describe
 from .planners import INF
 
 RECORD_FILE = "layout_costs.jsonl"
+# How records were keyed before CPU classes: by the CPU's name, features and core count.
+_NAMED_CPU_KEY = re.compile(r"^(?P<kind>\S+) -mtriple=(?P<triple>\S*) -mcpu=(?P<mcpu>\S*) -mattr=(?P<mattr>\S*)"
+                            r" -num-cores=(?P<cores>\d+)$")
 MIN_TRAINING = 8
 DEFAULT_KERNEL = ("default",)  # the layout of a whole fused kernel's record: as the build makes it
 
@@ -57,9 +61,15 @@ class LayoutRecord:
 
     @staticmethod
     def from_json(line: str) -> "LayoutRecord":
+        """Parse one record; one keyed by a CPU's name (the format before classes) gets its class's key."""
         d = json.loads(line)
-        return LayoutRecord(str(d["target"]), tuple(d["workload"]), tuple(d["layout"]), float(d["seconds"]),
-                            int(d.get("cores", 0)))
+        target, cores = str(d["target"]), int(d.get("cores", 0))
+        old = _NAMED_CPU_KEY.match(target)
+        if old is not None:
+            spec = {"kind": old["kind"], "mtriple": old["triple"], "mcpu": old["mcpu"],
+                    "mattr": old["mattr"].split(",") if old["mattr"] else []}
+            target, cores = describe({k: v for k, v in spec.items() if v}).record_key, int(old["cores"])
+        return LayoutRecord(target, tuple(d["workload"]), tuple(d["layout"]), float(d["seconds"]), cores)
 
 
 class LayoutCostDatabase:
