@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +71,16 @@ SCHEDULES_DIR = Path(__file__).resolve().parents[1] / "schedules"
 # (DeviceAPI::SupportsDevicePointerArithmeticsOnHost); others get whole-buffer reuse.
 OFFSET_CAPABLE_KINDS = frozenset({"llvm", "c", "cuda"})
 
-# CPUs LLVM knows by name that have AVX2 + FMA (the x86-64 preset uses haswell).
-_AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake",
-              "icelake-client", "icelake-server", "tigerlake", "alderlake", "sapphirerapids",
-              "raptorlake", "meteorlake", "znver1", "znver2", "znver3", "znver4", "x86-64-v3",
-              "x86-64-v4"}
+# The shipped schedules/ directory of each CPU class (architecture, ISA), best first: an
+# AVX-512 CPU with no records of its own takes the AVX2 class's.  Those kernels were made
+# for 8 lanes; on 16 they still run (LLVM splits nothing, it widens nothing), and the planner
+# uses the records only to rank one node's candidate layouts, which AVX2 times rank the
+# same way up to the block width; the CPU's own `tune --packed` replaces them.
+_CLASS_DIRS = {("x86_64", "avx512"): ("x86-64-avx512", "x86-64-avx2"),
+               ("x86_64", "avx2"): ("x86-64-avx2",),
+               ("aarch64", "neon"): ("aarch64-neon",)}
+# The fp32 lanes of each ISA a class names, for the records of a class that is not the target's own.
+_ISA_LANES = {"avx512": 16, "avx2": 8, "neon": 4, "sse": 4, "generic": 4}
 
 
 class UnknownTargetError(ValueError):
@@ -94,7 +100,10 @@ class TargetDescription:
     ``""`` for a GPU); ``lanes`` and ``registers`` are its fp32 lanes per
     vector register and vector registers; ``offsets`` says whether a tensor
     may live at a byte offset inside a storage (not on OpenCL);
-    ``record_key`` keys the layout-cost records measured for it;
+    ``record_key`` keys the layout-cost records measured for it: its class
+    (kind, architecture, ISA; never the CPU's name nor its core count, which
+    each record carries as a feature); ``record_classes`` the classes whose
+    records it may use, best first, each with its lanes;
     ``architecture`` names its shipped ``schedules/`` directory (None: none
     applies); ``triple`` is the host triple the library runs on (``""``: this
     machine's); ``linker`` the cross compiler's command (None: this machine's
@@ -110,6 +119,7 @@ class TargetDescription:
     cores: int
     offsets: bool
     record_key: str
+    record_classes: tuple
     architecture: str | None
     triple: str
     linker: str | None
@@ -165,8 +175,9 @@ def describe(target) -> TargetDescription:
         registers=registers,
         cores=cores,
         offsets=kind in OFFSET_CAPABLE_KINDS,
-        record_key=_record_key(target),
-        architecture=_architecture(target),
+        record_key=record_key(kind, _machine(target, isa), isa),
+        record_classes=_record_classes(kind, _machine(target, isa), isa),
+        architecture=_architecture(kind, _machine(target, isa), isa),
         triple=triple,
         linker=linker,
         runtime_library=_runtime_library(kind, triple),
@@ -233,29 +244,40 @@ def _has(target, feature: str) -> bool:
         return False
 
 
-def _record_key(target) -> str:
-    """What a measurement depends on: kind, triple, CPU, features, cores."""
-    attrs = target.attrs
-    mattr = ",".join(sorted(str(a) for a in (attrs.get("mattr") or [])))
-    return (f"{target.kind.name} -mtriple={attrs.get('mtriple', '') or ''} -mcpu={attrs.get('mcpu', '') or ''} "
-            f"-mattr={mattr} -num-cores={attrs.get('num-cores', 0) or 0}")
+def record_key(kind: str, machine: str, isa: str) -> str:
+    """The key of a CPU class's measurements: what decides a kernel's time and layout choice."""
+    return f"{kind} -arch={machine} -isa={isa}" if kind == "llvm" else kind
 
 
-def _architecture(target) -> str | None:
-    """The shipped ``schedules/`` directory whose records fit ``target`` (None: none fits)."""
-    if target.kind.name != "llvm":
+def _machine(target, isa: str) -> str:
+    """The architecture the kernels run on: the triple's, else the ISA's (x86_64 for SSE/AVX), else this one's."""
+    host = target.host or target
+    triple = str(host.attrs.get("mtriple", "") or target.attrs.get("mtriple", "") or "")
+    if triple:
+        machine = triple.split("-")[0]
+        return "aarch64" if machine == "arm64" else machine
+    if isa in ("avx512", "avx2", "sse"):
+        return "x86_64"
+    if isa == "neon":
+        return "aarch64"
+    return platform.machine()
+
+
+def _record_classes(kind: str, machine: str, isa: str) -> tuple:
+    """(record key, lanes) of the classes whose records fit, best first: the own one, then the fallbacks."""
+    if kind != "llvm":
+        return ((kind, 4),)
+    fallbacks = {"avx512": ("avx2",)}.get(isa, ())
+    return tuple((record_key(kind, machine, i), _ISA_LANES[i]) for i in (isa, *fallbacks))
+
+
+def _architecture(kind: str, machine: str, isa: str) -> str | None:
+    """The shipped ``schedules/`` directory whose records fit (None: none fits): the class's own when
+    it exists, else the first fallback that does, else the own name (nothing shipped yet)."""
+    dirs = _CLASS_DIRS.get((machine, isa)) if kind == "llvm" else None
+    if not dirs:
         return None
-    attrs = target.attrs
-    triple = str(attrs.get("mtriple", "") or "")
-    mcpu = str(attrs.get("mcpu", "") or "")
-    mattr = [str(a) for a in (attrs.get("mattr") or [])]
-    if triple.startswith("aarch64") or triple.startswith("arm64"):
-        return "aarch64-neon" if "+neon" in mattr or not mattr else None
-    if triple and not triple.startswith("x86_64"):
-        return None
-    if mcpu in _AVX2_CPUS or "+avx2" in mattr:
-        return "x86-64-avx2"
-    return None
+    return next((d for d in dirs if (SCHEDULES_DIR / d).is_dir()), dirs[0])
 
 
 def _linker(triple: str) -> str | None:

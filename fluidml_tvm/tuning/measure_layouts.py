@@ -63,7 +63,7 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
     target = describe(target)
     timer = timer or LocalTimer(target)
     key = target.record_key
-    todo = {w: [l for l in ls if database.measured(key, w, l) is None] for w, ls in pending.items()}
+    todo = {w: [l for l in ls if database.measured(key, w, l, target.cores, nearest=False) is None] for w, ls in pending.items()}
     todo = {w: ls for w, ls in todo.items() if ls}
     added = 0
     for done, (work, layouts) in enumerate(todo.items(), 1):
@@ -74,7 +74,7 @@ def measure_layouts(database: LayoutCostDatabase, target, pending: dict, *, roun
             shape = [int(s) for s in mod["main"].params[0].ty.shape.values]
             runs[layout] = timer.runs(executable, [np.random.default_rng(1).standard_normal(shape).astype("float32")])
         for layout, seconds in best_round_medians(runs, rounds).items():
-            database.add(LayoutRecord(key, tuple(work), tuple(layout), seconds))
+            database.add(LayoutRecord(key, tuple(work), tuple(layout), seconds, target.cores))
             added += 1
         if progress:
             progress(done, len(todo), work)
