@@ -93,11 +93,17 @@ def plot_plans(tvm_plan, plan, path) -> dict:
          [(plan.arena_bytes, "tab:green", "-", "fluidml arena"),
           (plan.proved_bound, "gray", ":", "lower bound of fluidml's order (these buffers)")]),
     )
+    # Each TVM storage is one allocation held for the whole run: a band, shaded in turn, its tensors inside it.
+    for i, (storage, nbytes) in enumerate(tvm_plan.storages.items()):
+        axes[0].add_patch(Rectangle((0, base[storage] / mib), width, nbytes / mib, facecolor="0.93" if i % 2 else "0.85",
+                                    edgecolor="0.6", linewidth=0.4, gid="storage",
+                                    label="one TVM storage (allocation), whole run" if i == 0 else None))
     for key, ax, boxes, values, color, title, lines in panels:
         labels = []
         for name, nbytes, start, end, offset in boxes:
             x, w, y, h = start / SLOTS, (end - start + 1) / SLOTS, offset / mib, nbytes / mib
-            ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.55))
+            ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.55,
+                                   gid="tensor"))
             label = values.get(name)
             # characters of 6-point text across the box (a panel is ~130 wide), or up it (~75 high)
             across, up = int(w / width * 130), int(h / height * 75)
@@ -114,7 +120,8 @@ def plot_plans(tvm_plan, plan, path) -> dict:
         ax.set_xlabel("step (binding index, each build in its own order)")
         ax.set_title(title, fontsize=10)
         ax.legend(loc="upper right", fontsize=8)
-        facts["panels"][key] = {"rectangles": sum(isinstance(p, Rectangle) for p in ax.patches), "labels": labels,
+        facts["panels"][key] = {"rectangles": sum(p.get_gid() == "tensor" for p in ax.patches), "labels": labels,
+                                "bands": sum(p.get_gid() == "storage" for p in ax.patches),
                                 "ylim_mib": list(ax.get_ylim())}
     axes[0].set_ylabel("memory (MiB): TVM's storages stacked / fluidml's arena offset")
     fig.tight_layout()
