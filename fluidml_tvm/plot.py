@@ -193,7 +193,7 @@ def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top
                       "rows": [{"kernel": r.name, "values": v, "seconds": r.seconds} for r, v in zip(rows, values)]}
     axes[1].set_xlabel("ms per inference (all calls of the kernel)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long names: tight_layout alone cut them at the left edge
     plt.close(fig)
     return facts
 
@@ -204,4 +204,4 @@ def _kernel_label(row, values: list) -> str:
     shown = ", ".join(v if len(v) <= 24 else "…" + v[-23:] for v in values[:2])  # the tail names the op
     shown += f" +{len(values) - 2}" if len(values) > 2 else ""
     name = row.name if len(row.name) <= 30 else row.name[:29] + "…"
-    return f"{name} x{row.calls}" + (f" ({shown})" if shown else "")
+    return f"{shown}  [{name} x{row.calls}]" if shown else f"{name} x{row.calls}"  # the ONNX nodes first
