@@ -14,7 +14,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/fluidml-tvm demo  # writes fluidml-demo/ (the model, its artifact, memory_timeline.png)
+	$(BIN)/fluidml-tvm demo  # writes fluidml-demo/ (the model, its artifact, memory_timeline.png, report/index.html)
 
 # The emulated aarch64 board the board tests run on (QEMU; cached in ~/.cache/fluidml-tvm/aarch64,
 # or $FLUIDML_AARCH64_BOARD). It needs apt-get (root): in CI a failure stops `make test`;

@@ -93,11 +93,17 @@ def plot_plans(tvm_plan, plan, path) -> dict:
          [(plan.arena_bytes, "tab:green", "-", "fluidml arena"),
           (plan.proved_bound, "gray", ":", "lower bound of fluidml's order (these buffers)")]),
     )
+    # Each TVM storage is one allocation held for the whole run: a band, shaded in turn, its tensors inside it.
+    for i, (storage, nbytes) in enumerate(tvm_plan.storages.items()):
+        axes[0].add_patch(Rectangle((0, base[storage] / mib), width, nbytes / mib, facecolor="0.93" if i % 2 else "0.85",
+                                    edgecolor="0.6", linewidth=0.4, gid="storage",
+                                    label="one TVM storage (allocation), whole run" if i == 0 else None))
     for key, ax, boxes, values, color, title, lines in panels:
         labels = []
         for name, nbytes, start, end, offset in boxes:
             x, w, y, h = start / SLOTS, (end - start + 1) / SLOTS, offset / mib, nbytes / mib
-            ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.55))
+            ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.55,
+                                   gid="tensor"))
             label = values.get(name)
             # characters of 6-point text across the box (a panel is ~130 wide), or up it (~75 high)
             across, up = int(w / width * 130), int(h / height * 75)
@@ -114,7 +120,8 @@ def plot_plans(tvm_plan, plan, path) -> dict:
         ax.set_xlabel("step (binding index, each build in its own order)")
         ax.set_title(title, fontsize=10)
         ax.legend(loc="upper right", fontsize=8)
-        facts["panels"][key] = {"rectangles": sum(isinstance(p, Rectangle) for p in ax.patches), "labels": labels,
+        facts["panels"][key] = {"rectangles": sum(p.get_gid() == "tensor" for p in ax.patches), "labels": labels,
+                                "bands": sum(p.get_gid() == "storage" for p in ax.patches),
                                 "ylim_mib": list(ax.get_ylim())}
     axes[0].set_ylabel("memory (MiB): TVM's storages stacked / fluidml's arena offset")
     fig.tight_layout()
@@ -186,7 +193,7 @@ def plot_kernel_comparison(tvm_profile, tvm_kernels, profile, kernels, path, top
                       "rows": [{"kernel": r.name, "values": v, "seconds": r.seconds} for r, v in zip(rows, values)]}
     axes[1].set_xlabel("ms per inference (all calls of the kernel)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long names: tight_layout alone cut them at the left edge
     plt.close(fig)
     return facts
 
@@ -197,4 +204,4 @@ def _kernel_label(row, values: list) -> str:
     shown = ", ".join(v if len(v) <= 24 else "…" + v[-23:] for v in values[:2])  # the tail names the op
     shown += f" +{len(values) - 2}" if len(values) > 2 else ""
     name = row.name if len(row.name) <= 30 else row.name[:29] + "…"
-    return f"{name} x{row.calls}" + (f" ({shown})" if shown else "")
+    return f"{shown}  [{name} x{row.calls}]" if shown else f"{name} x{row.calls}"  # the ONNX nodes first

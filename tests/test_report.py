@@ -50,6 +50,8 @@ def test_report_page_shows_both_plans_on_one_scale_labelled_by_onnx_node(name, t
     panels = figures["plans.png"]["panels"]
     assert panels["fluidml"]["rectangles"] == len(data["fluidml"]["tensors"]) > 0
     assert panels["tvm"]["rectangles"] == len(data["tvm"]["tensors"]) > 0
+    # TVM's plan is one allocation per storage: each storage drawn as a band, its tensors inside it
+    assert panels["tvm"]["bands"] == len(data["tvm"]["storages"]) > 0 and panels["fluidml"]["bands"] == 0
     assert panels["fluidml"]["ylim_mib"] == panels["tvm"]["ylim_mib"]
     numbers = data["numbers"]
     top = max(numbers["tvm_storages_bytes"], numbers["fluidml_arena_bytes"]) / 2**20

@@ -76,6 +76,7 @@ def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:
     upper = _upper_bounds(func)
     info = FunctionLiveness(bindings=bindings)
     roots: dict = {}  # relax.Var -> frozenset of allocation names it may alias
+    fields: dict = {}  # a variable bound to a tuple -> the roots of each of its fields
     prim_funcs = {} if mod is None else {
         gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
     }
@@ -93,7 +94,11 @@ def function_liveness(func: relax.Function, mod=None) -> FunctionLiveness:
             isinstance(value, relax.Call) and value.op in _VIEWS
         ):
             # An alias touches no data; its uses count for what it aliases.
-            roots[var] = _alias_roots(value, roots, _roots_of_free_vars(value, roots))
+            roots[var] = _alias_roots(value, roots, _roots_of_free_vars(value, roots), fields)
+            if isinstance(value, relax.Tuple):  # what each field refers to, for a later ``var[i]``
+                fields[var] = tuple(_roots_of_free_vars(f, roots) for f in value.fields)
+            elif isinstance(value, relax.Var) and value in fields:
+                fields[var] = fields[value]
             if isinstance(value, relax.Var) and len(roots[var]) == 1:
                 info.values.setdefault(next(iter(roots[var])), var.name)  # ``lv = alloc`` after a call
             continue
@@ -150,10 +155,13 @@ def _roots_of_free_vars(expr, roots) -> frozenset:
     return frozenset(out)
 
 
-def _alias_roots(value, roots, used) -> frozenset:
-    """What a non-call binding may refer to: precise for tuple projection."""
+def _alias_roots(value, roots, used, fields) -> frozenset:
+    """What a non-call binding may refer to: precise for tuple projection, of a tuple or of a variable
+    bound to one (``t = (a, b); x = t[0]`` refers to ``a`` only: a kernel with several outputs)."""
     if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Tuple):
         return _roots_of_free_vars(value.tuple_value.fields[value.index], roots)
+    if isinstance(value, relax.TupleGetItem) and value.tuple_value in fields:
+        return fields[value.tuple_value][value.index]
     return used
 
 
