@@ -240,7 +240,7 @@ def test_unreachable_tracker_command_exits_2_with_one_line(tmp_path):
         f"--port {port}"]
 
 
-def test_frozen_server_stops_tuning_with_every_record_kept_and_a_rerun_resumes(tracker, servers, tmp_path):
+def test_frozen_server_stops_tuning_with_every_record_kept(tracker, servers, tmp_path):
     frozen = servers()
     model, db = _matmul_onnx(tmp_path / "mm.onnx"), tmp_path / "db"
     proc = _tune_command(model, db, tracker, trials=64)
@@ -261,12 +261,7 @@ def test_frozen_server_stops_tuning_with_every_record_kept_and_a_rerun_resumes(t
     assert after[: len(before)] == before
     records = open_database(db, repair=False).get_all_tuning_records()
     assert len(records) == len(after) and all(float(s) < 1e9 for r in records for s in r.run_secs)
-
-    # With a working server the same tuning continues from the kept records.
-    servers()
-    code, out, err = _finish(_tune_command(model, db, tracker, trials=len(after) + 4), 300)
-    assert code == 0, err[-2000:]
-    assert f"{len(after) + 4} of {len(after) + 4} trials measured (4 in this run)" in out
+    # (that the same command then continues from the kept records: test_tuning's resume tests)
 
 
 def test_a_second_server_takes_over_from_a_frozen_one(tracker, servers, tmp_path):
