@@ -1,5 +1,6 @@
 """FoldLayoutKernels: copy kernels merged into their producer or consumer, results unchanged."""
 
+import json
 from functools import partial
 
 import numpy as np
@@ -8,14 +9,14 @@ import pytest
 import tvm
 from tvm import relax
 
-from fluidml_tvm.analysis.layout_kernels import find_folds, is_copy
+from fluidml_tvm.analysis.layout_kernels import FOLDS_ATTR, find_folds, is_copy
+from fluidml_tvm.analysis.schedule_rules import schedule_rules
 from fluidml_tvm.frontend import onnx_to_relax, random_inputs
 from fluidml_tvm.pipeline import STAGES, stages
 from fluidml_tvm.transform import PipelinePlacementError
 from fluidml_tvm.rewrite.fold_layout import fold_groups, merged_kernel
 from fluidml_tvm.schedule import schedule_function
 from fluidml_tvm.transform.fold_layout_kernels import FoldLayoutKernels
-from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
 from conftest import TARGET, run_vm, zoo_model
 
@@ -53,11 +54,17 @@ def after_fuse_ops(mod):
 
 
 def build(mod, fold=None):
-    seq, parts = passes(fold)
+    """The executable, ``{kernel: schedule rule}`` and the kinds of the folds taken (as the build records them)."""
+    seq, _ = passes(fold)
     with TARGET:
         final = tvm.transform.Sequential(seq)(mod)
-    rules = next(p for p in parts["schedule"] if isinstance(p, ScheduleKernels)).applied
-    return tvm.compile(final, TARGET, relax_pipeline=None), rules
+    return tvm.compile(final, TARGET, relax_pipeline=None), schedule_rules(final), folds_taken(final)
+
+
+def folds_taken(mod) -> list:
+    """The kinds of the folds FoldLayoutKernels recorded on ``main``, in order."""
+    attrs = mod["main"].attrs
+    return [f["kind"] for f in json.loads(str(attrs[FOLDS_ATTR]))] if attrs and FOLDS_ATTR in attrs else []
 
 
 def copy_kernels(mod) -> int:
@@ -139,7 +146,7 @@ def test_fold_removes_the_copy_kernel_and_keeps_results(kind):
         merged = FoldLayoutKernels(TARGET, kind)(grouped)
     relax.analysis.well_formed(merged)  # raises on a violation
     assert len(merged.functions) < len(grouped.functions)  # the two groups' functions are gone
-    ex, rules = build(mod, FoldLayoutKernels(TARGET, kind))
+    ex, rules, _ = build(mod, FoldLayoutKernels(TARGET, kind))
     assert [r for name, r in rules.items() if "transpose" in name] == ["matmul"]
     assert_matches(run_vm(ex, inputs), tvm_default(mod, inputs))
 
@@ -150,18 +157,17 @@ def test_no_fold_when_the_intermediate_has_a_second_reader(reader):
     grouped = after_fuse_ops(mod)
     folds = find_folds(grouped, grouped["main"])
     assert reader not in [f.kind for f in folds]
-    everything = FoldLayoutKernels(TARGET, lambda fold: True)
-    assert copy_calls(fused(mod, everything)) == copy_calls(fused(mod)) - len(everything.applied)
-    assert all(f.kind != reader for f in everything.applied)
+    everything = fused(mod, FoldLayoutKernels(TARGET, lambda fold: True))
+    assert copy_calls(everything) == copy_calls(fused(mod)) - len(folds_taken(everything))
+    assert reader not in folds_taken(everything)
     inputs = inputs_of(mod)
     assert_matches(run_vm(build(mod, FoldLayoutKernels(TARGET, lambda fold: True))[0], inputs),
                    tvm_default(mod, inputs))
 
 
 def test_default_prefers_the_producer_and_keeps_the_matmul_schedule():
-    fold = FoldLayoutKernels(TARGET)
-    _, rules = build(attention_like(), fold)
-    assert [f.kind for f in fold.applied] == ["producer"]
+    _, rules, folds = build(attention_like(), FoldLayoutKernels(TARGET))
+    assert folds == ["producer"]
     assert [r for name, r in rules.items() if "transpose" in name] == ["matmul"]
 
 
@@ -177,9 +183,8 @@ def test_default_refuses_a_producer_whose_tile_straddles_heads(perm):
     (bindings,) = fold_groups(grouped["main"], [producer]).values()
     _, rule = schedule_function(merged_kernel(grouped, bindings), TARGET)
     assert producer.kind == "producer" and rule != "matmul"
-    fold = FoldLayoutKernels(TARGET)
-    ex, _ = build(mod, fold)
-    assert [f.kind for f in fold.applied] == ["consumer"]
+    ex, _, folds = build(mod, FoldLayoutKernels(TARGET))
+    assert folds == ["consumer"]
     inputs = inputs_of(mod)
     assert_matches(run_vm(ex, inputs), tvm_default(mod, inputs))
 
@@ -212,9 +217,8 @@ def test_gpt2_tiny_candidates(gpt2_tiny):
 @pytest.mark.parametrize("kind", [PRODUCER, CONSUMER, None], ids=["producer", "consumer", "default"])
 def test_gpt2_tiny_folds_keep_results(gpt2_tiny, kind):
     mod, inputs, expected = gpt2_tiny
-    fold = FoldLayoutKernels(TARGET, kind)
-    ex, rules = build(mod, fold)
-    assert fold.applied and all(kind is None or kind(f) for f in fold.applied)
+    ex, rules, folds = build(mod, FoldLayoutKernels(TARGET, kind))
+    assert folds and (kind is None or set(folds) == {"producer" if kind is PRODUCER else "consumer"})
     assert copy_calls(fused(mod, FoldLayoutKernels(TARGET, kind))) < copy_calls(fused(mod))
     merged = {name: rule for name, rule in rules.items() if "transpose" in name and "matmul" in name}
     assert merged and set(merged.values()) == {"matmul"}
@@ -228,12 +232,11 @@ def test_measured_costs_decide_between_schedulable_folds(tmp_path):
     mod = attention_like()
     timer = partial(kernel_seconds, target=TARGET)
     measured = FoldLayoutKernels(target=TARGET, costs=KernelCosts(LayoutCostDatabase(tmp_path), TARGET, timer))
-    fused(mod, measured)
+    applied = folds_taken(fused(mod, measured))
     records = LayoutCostDatabase(tmp_path).records(KernelCosts(LayoutCostDatabase(), TARGET).key)
     # the producer fold's merged, apart and copy kernels; the consumer fold's two more if it was refused
     assert len(records) in (3, 5) and all(0 < r.seconds < 1e-2 for r in records)
     merged, apart, copy = (r.seconds for r in records[:3])
-    applied = [f.kind for f in measured.applied]
     if merged <= apart + copy:
         assert applied == ["producer"] and len(records) == 3
     else:  # refused; the consumer fold was timed too, and taken if it pays
@@ -243,8 +246,8 @@ def test_measured_costs_decide_between_schedulable_folds(tmp_path):
     slow = LayoutRecord(records[0].target, records[0].workload, records[0].layout, 1.0)
     path.write_text("\n".join([slow.to_json()] + [r.to_json() for r in records[1:3]]) + "\n")
     decided = FoldLayoutKernels(target=TARGET, costs=KernelCosts(LayoutCostDatabase(path), TARGET))
-    ex, _ = build(mod, decided)
-    assert [f.kind for f in decided.applied] == ["consumer"]
+    ex, _, folds = build(mod, decided)
+    assert folds == ["consumer"]
     inputs = inputs_of(mod)
     assert_matches(run_vm(ex, inputs), tvm_default(mod, inputs))
 
@@ -270,6 +273,6 @@ def test_no_fold_into_an_index_check_kernel():
     partners = [bound[f.partner_var] for f in find_folds(mod, mod["main"])]
     assert not [c for c in partners if c.op.name == "relax.call_tir" and c.args[0] in checks]
     fold = FoldLayoutKernels(TARGET, CONSUMER)
-    ex, _ = build(source, fold)
+    ex, _, _ = build(source, fold)
     x = np.array([[0, 9, 3], [1, 2, 8]], dtype=np.int64)
     assert_matches(run_vm(ex, [x]), [table_np[x.reshape(6)]])

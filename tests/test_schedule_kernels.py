@@ -14,6 +14,7 @@ from fluidml_tvm.schedule import SCHEDULED_ATTR, is_scheduled
 from fluidml_tvm.transform.expand_integer_power import ExpandIntegerPower
 from fluidml_tvm.transform.pack_weights import PackWeights
 from fluidml_tvm.analysis.memory_plan import PLAN_ATTR
+from fluidml_tvm.analysis.schedule_rules import schedule_rules
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
 from conftest import TARGET, assert_close, run_vm, zoo_model
@@ -25,12 +26,12 @@ R = relax.op
 def build(mod, fast=True, target=TARGET, validate=False):
     """TVM's pipeline cut by ``stages()``, with the proposed "pack" and "schedule" stages when ``fast``."""
     parts = stages(target, validate=validate)
-    sk = ScheduleKernels(target)
     pack = [ExpandIntegerPower(), relax.transform.FastMathTransform(), PackWeights(target)] if fast else []
-    passes = pack + parts["fuse"] + ([sk] if fast else []) + parts["plan"] + parts["lower"] + parts["finalize"]
+    passes = pack + parts["fuse"] + ([ScheduleKernels(target)] if fast else []) + parts["plan"] + parts["lower"] \
+        + parts["finalize"]
     with target:
         final = tvm.transform.Sequential(passes)(mod)
-    return tvm.compile(final, target, relax_pipeline=None), final, sk.applied
+    return tvm.compile(final, target, relax_pipeline=None), final, schedule_rules(final)
 
 
 def module(shapes, body):
@@ -112,7 +113,7 @@ def test_shared_row_nests_match_unscheduled(name):
         scheduled = sk(fused)
         parts = stages(TARGET)
         final = tvm.transform.Sequential(parts["lower"] + parts["finalize"])(scheduled)
-    assert set(sk.applied.values()) == {"reduction"}
+    assert set(schedule_rules(scheduled).values()) == {"reduction"}
     ex = tvm.compile(final, TARGET, relax_pipeline=None)
     assert_close(run_vm(ex, inputs), run_vm(build(mod, fast=False)[0], inputs))
 
@@ -124,9 +125,8 @@ def test_already_scheduled_kernels_are_skipped():
     gv = next(gv for gv, f in legal.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
     marked = legal[gv].with_attr(SCHEDULED_ATTR, True)
     legal[gv] = marked
-    sk = ScheduleKernels(TARGET)
-    out = sk(legal)
-    assert out[gv].same_as(marked) and sk.applied == {}
+    out = ScheduleKernels(TARGET)(legal)
+    assert out[gv].same_as(marked) and schedule_rules(out)[gv.name_hint] is None
 
 
 def _arena_bytes(final) -> int:

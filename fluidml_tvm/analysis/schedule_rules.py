@@ -6,7 +6,7 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-# The PrimFunc attribute the GPU schedule pass stamps with the name of the rule it applied.
+# The PrimFunc attribute a default schedule stamps with the name of the rule that made it.
 RULE_ATTR = "fluidml.schedule_rule"
 # TVM's PrimFunc attribute for a kernel a schedule (ours, dlight's, a database's) was applied to; later passes skip it.
 SCHEDULED_ATTR = "tirx.is_scheduled"

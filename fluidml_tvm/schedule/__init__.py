@@ -8,7 +8,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
-from ..analysis.schedule_rules import SCHEDULED_ATTR, is_scheduled
+from ..analysis.schedule_rules import RULE_ATTR, SCHEDULED_ATTR, is_scheduled
 from ..targets import describe
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
@@ -38,7 +38,7 @@ def schedule_function(func: tirx.PrimFunc, target, shared_row_nests: bool = Fals
             continue
         if result:
             scheduled = result if isinstance(result, s_tir.Schedule) else sch
-            return scheduled.mod["main"].with_attr(SCHEDULED_ATTR, True), name
+            return scheduled.mod["main"].with_attr(SCHEDULED_ATTR, True).with_attr(RULE_ATTR, name), name
     return func, None
 
 

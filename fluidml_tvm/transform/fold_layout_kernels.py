@@ -42,7 +42,6 @@ class FoldLayoutKernels:
         self.target = describe(target)
         self.decide = decide
         self.costs = costs
-        self.applied: list[Fold] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
@@ -65,7 +64,6 @@ class FoldLayoutKernels:
                 continue
             decide = self.decide or KeepsSchedule(out, func, self.target, self.costs)
             chosen = choose(folds, decide)
-            self.applied += chosen
             why = getattr(decide, "why", {})
             out = fold_layout_kernels(out, gv, chosen)
             if chosen:

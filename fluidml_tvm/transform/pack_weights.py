@@ -36,9 +36,9 @@ class PackWeights:
     register-tile width) is chosen by the whole-graph layout planner from the
     kernels' measured times under each candidate, predicted by XGBoost where
     not measured (:mod:`fluidml_tvm.layout.costs`); a kernel with no
-    cost known keeps two vectors.  ``plans`` keeps the plan of each function;
-    each function records its choices (value, workload, layout, block, and the
-    seconds of each candidate when known) as JSON in its :data:`LAYOUTS_ATTR`.
+    cost known keeps two vectors.  Each function records its choices (value,
+    workload, layout, block, and the seconds of each candidate when known) as
+    JSON in its ``LAYOUTS_ATTR`` (:mod:`fluidml_tvm.analysis.weight_layouts`).
 
     Parameters
     ----------
@@ -52,7 +52,6 @@ class PackWeights:
     def __init__(self, target, layout_costs: LayoutCostDatabase | None = None):
         self.target = describe(target)
         self.layout_costs = layout_costs
-        self.plans: dict = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.target.cpu:
@@ -63,7 +62,7 @@ class PackWeights:
                 continue
             decisions = plan_packing(func, self.target.lanes)
             if decisions:
-                decisions, seconds = self._choose_blocks(gv.name_hint, decisions)
+                decisions, seconds = self._choose_blocks(decisions)
             if decisions:
                 out = rewrite_packed_matmuls(out, gv, decisions)
                 out[gv] = out[gv].with_attr(LAYOUTS_ATTR, json.dumps([
@@ -71,14 +70,13 @@ class PackWeights:
                      "seconds": s} for d, s in zip(decisions, seconds)]))
         return out
 
-    def _choose_blocks(self, name, decisions):
+    def _choose_blocks(self, decisions):
         database = self.layout_costs if self.layout_costs is not None else LayoutCostDatabase.for_build()
         layouts = [candidates(d, self.target.lanes) for d in decisions]
         graph = weight_layout_graph(decisions, layouts)
         costs = MeasuredLayoutCosts(database, self.target, {str(i): workload(d) for i, d in enumerate(decisions)},
                                     {str(i): ls for i, ls in enumerate(layouts)})
         plan = plan_layouts(graph, costs)
-        self.plans[name] = plan
         # per kernel {"layout/block": seconds}, or None when no record: the default block is kept
         seconds = [None if all(t in (0.0, INF) for t in costs.costs[str(i)].values())
                    else {f"{layout}/{block}": t for (layout, block), t in costs.costs[str(i)].items()}

@@ -34,7 +34,6 @@ class ScheduleKernels:
     def __init__(self, target, shared_row_nests: bool = False):
         self.target = describe(target)
         self.shared_row_nests = shared_row_nests
-        self.applied: dict[str, str | None] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.target.cpu:
@@ -44,7 +43,6 @@ class ScheduleKernels:
             if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             scheduled, rule = schedule_function(func, self.target, self.shared_row_nests)
-            self.applied[gv.name_hint] = rule
             if rule is not None:
                 updates[gv] = scheduled
         if not updates:
