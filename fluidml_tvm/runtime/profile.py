@@ -30,17 +30,11 @@ _KDL_CPU = 1
 
 @dataclass(frozen=True)
 class KernelTime:
-    """One kernel (or the VM's own work): calls and seconds per inference.
-
-    ``in_sequence``: what the kernel adds to an inference where it runs among
-    the others (the latency with it, less the latency with it skipped),
-    thread-pool wake-ups and cold caches included; None when not measured.
-    """
+    """One kernel (or the VM's own work): calls and seconds per inference."""
 
     name: str
     calls: int
     seconds: float
-    in_sequence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,28 +51,17 @@ class Profile:
         return sum(k.seconds for k in self.kernels) + self.vm.seconds
 
     @property
-    def explained_in_sequence(self) -> float | None:
-        """Kernels in sequence plus the VM's time (None unless profiled ``in_sequence``)."""
-        if any(k.in_sequence is None for k in self.kernels):
-            return None
-        return sum(k.in_sequence for k in self.kernels) + self.vm.seconds
-
-    @property
     def rows(self) -> list:
         """The kernels, the VM, and the rest of the measured latency (negative when the parts exceed it)."""
         return self.kernels + [self.vm, KernelTime(UNEXPLAINED, 0, self.latency - self.explained)]
 
 
-def profile(model, inputs, runs: int = 30, in_sequence: bool = False) -> Profile:
+def profile(model, inputs, runs: int = 30) -> Profile:
     """Profile ``model`` on ``inputs``: every kernel timed alone, the VM's time with kernels skipped.
 
     The VM's time is an inference with every kernel skipped, less what the
     hook itself costs (an inference with a pass-through hook, less a plain
     one); the three are timed in turns, ``runs`` each, so drift hits all alike.
-    With ``in_sequence`` each kernel is also timed where it runs: the
-    inference with a pass-through hook, less the inference with that
-    kernel's calls skipped, less the hook calls skipping saves (one inference
-    per kernel more, ``runs`` times).
     """
     counts = defaultdict(int)  # hook invocations, and the VM's own calls, per inference
 
@@ -96,35 +79,22 @@ def profile(model, inputs, runs: int = 30, in_sequence: bool = False) -> Profile
         return _SKIP_RUN  # and the VM does not call back after a skipped call
 
     model(*inputs)
-    alone = _kernels_alone(model, inputs)
-    hooks = [None, pass_through, skip_kernels] + ([_skipping(k.name) for k in alone] if in_sequence else [])
-    samples = [[] for _ in hooks]
+    times: dict = {None: [], pass_through: [], skip_kernels: []}
     try:
         for _ in range(runs):
-            for hook, times in zip(hooks, samples):
+            for hook, samples in times.items():
                 model.set_instrument(hook)
                 model(*inputs)  # the VMs take a new hook on their next call
                 start = time.perf_counter()
                 model(*inputs)
-                times.append(time.perf_counter() - start)
+                samples.append(time.perf_counter() - start)
     finally:
         model.set_instrument(None)
-    latency, hooked, vm_only, *without = (statistics.median(t) for t in samples)
+    latency, hooked, vm_only = (statistics.median(t) for t in times.values())
     per_hook = (hooked - latency) / (counts["pass"] / (2 * runs))
     vm_seconds = vm_only - per_hook * counts["skip"] / (2 * runs)
     vm = KernelTime(LEFTOVER, counts["vm"] // (2 * runs), max(vm_seconds, 0.0))
-    if in_sequence:  # skipping a call also saves its after-hook
-        alone = [KernelTime(k.name, k.calls, k.seconds, hooked - t - per_hook * k.calls) for k, t in zip(alone, without)]
-    return Profile(alone, vm, latency)
-
-
-def _skipping(kernel: str):
-    """An instrument hook that skips every call of ``kernel`` and runs the rest."""
-
-    def hook(_func, name, before_run, _ret, *_args):
-        return _SKIP_RUN if before_run and str(name) == kernel else 0
-
-    return hook
+    return Profile(_kernels_alone(model, inputs), vm, latency)
 
 
 def kernel_times(model, inputs, runs: int = 20) -> list[KernelTime]:
