@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 import tvm
 from tvm import relax
 
-from .analysis.layout_kernels import FOLDS_ATTR
+from .analysis.layout_kernels import recorded_folds
 from .analysis.liveness import function_liveness
 from .analysis.memory_plan import PLAN_ATTR, plan_function
 from .analysis.scratch import scratch_by_callee
-from .analysis.weight_layouts import LAYOUTS_ATTR
+from .analysis.weight_layouts import recorded_layouts
 from .frontend.onnx_labels import is_generated
 from .memory.plan import Interval, live_set_peak
 
@@ -121,8 +121,8 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
             unplanned=plan["unplanned"],
             values=named_values(liveness),
             kernels=kernel_values(liveness),
-            layouts=_json_attr(func, LAYOUTS_ATTR),
-            folds=_json_attr(func, FOLDS_ATTR),
+            layouts=recorded_layouts(func),
+            folds=recorded_folds(func),
         )
     return report
 
@@ -176,6 +176,3 @@ def kernel_values(liveness) -> dict:
         out.setdefault(call.callee, []).extend(values[w] for w in written if w in values)
     return out
 
-
-def _json_attr(func, key) -> list:
-    return json.loads(str(func.attrs[key])) if func.attrs and key in func.attrs else []

@@ -1,6 +1,5 @@
 """FoldLayoutKernels: copy kernels merged into their producer or consumer, results unchanged."""
 
-import json
 from functools import partial
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from fluidml_tvm.analysis.layout_kernels import FOLDS_ATTR, find_folds, is_copy
+from fluidml_tvm.analysis.layout_kernels import find_folds, is_copy, recorded_folds
 from fluidml_tvm.analysis.schedule_rules import schedule_rules
 from fluidml_tvm.frontend import onnx_to_relax, random_inputs
 from fluidml_tvm.pipeline import STAGES, stages
@@ -63,8 +62,7 @@ def build(mod, fold=None):
 
 def folds_taken(mod) -> list:
     """The kinds of the folds FoldLayoutKernels recorded on ``main``, in order."""
-    attrs = mod["main"].attrs
-    return [f["kind"] for f in json.loads(str(attrs[FOLDS_ATTR]))] if attrs and FOLDS_ATTR in attrs else []
+    return [f["kind"] for f in recorded_folds(mod["main"])]
 
 
 def copy_kernels(mod) -> int:

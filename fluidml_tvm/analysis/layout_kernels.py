@@ -16,6 +16,8 @@ they touch (an opaque kernel, such as a gather's index check, hides its loads).
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 
 import tvm
@@ -41,6 +43,11 @@ class Fold:
     layout_var: relax.Var
     partner_var: relax.Var
 
+
+
+def recorded_folds(func) -> list[dict]:
+    """The folds FoldLayoutKernels recorded on ``func`` (kind, copy, into, why), in order; [] when none."""
+    return json.loads(str(func.attrs[FOLDS_ATTR])) if func.attrs and FOLDS_ATTR in func.attrs else []
 
 def find_folds(mod: tvm.IRModule, func: relax.Function) -> list[Fold]:
     """Every producer and consumer fold of the layout kernels of ``func``, in binding order.

@@ -9,6 +9,7 @@ plan's cost is the sum of the kernels' times in the chosen layouts.
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..layout.planners import LayoutGraph, LayoutPlan
@@ -18,6 +19,17 @@ ACTIVATION = ("row",)
 # The function attribute holding the weight layouts PackWeights chose for a function (JSON), read by the report.
 LAYOUTS_ATTR = "fluidml_tvm.weight_layouts"
 
+
+
+def recorded_layouts(func) -> list[dict]:
+    """The weight layouts PackWeights recorded on ``func`` (one dict per weight: value, workload, layout,
+    block, and ``seconds`` of each candidate, None when nothing was known); [] when none."""
+    return json.loads(str(func.attrs[LAYOUTS_ATTR])) if func.attrs and LAYOUTS_ATTR in func.attrs else []
+
+
+def chosen_seconds(layout: dict) -> float | None:
+    """The time of the candidate a recorded layout chose (None: no record, the default block)."""
+    return layout["seconds"][f"{layout['layout']}/{layout['block']}"] if layout["seconds"] else None
 
 def weight_layout_graph(decisions: list[PackDecision], layouts: list[list[tuple]]) -> LayoutGraph:
     """``layouts[i]``: the weight layouts of ``decisions[i]``, default first; node ``i`` is named ``str(i)``."""
