@@ -20,7 +20,7 @@ from tvm import relax
 
 from .artifact import export_artifact
 from .compiler import StageClock, export
-from .frontend import load_onnx, onnx_to_relax, random_inputs
+from .frontend import onnx_to_relax, random_tensors
 from .options import BuildOptions
 from .pipeline import tvm_default_stages
 from .report import DefaultBuildPlan, FunctionReport, default_build_plan
@@ -57,8 +57,6 @@ def compare_builds(model, target="host", options: BuildOptions | None = None, *,
     """
     target = describe(target)
     options = BuildOptions.of(options)
-    proto = load_onnx(model)
-    inputs = list(random_inputs(proto).values()) if not input_shapes else None
     runs_here = target.cpu and target.linker is None
     with tempfile.TemporaryDirectory(prefix="fluidml-report-") as tmp:
         ours = Path(tmp) / "fluidml"
@@ -74,10 +72,8 @@ def compare_builds(model, target="host", options: BuildOptions | None = None, *,
         if not runs_here:
             why = f"the {target.target.kind.name} target does not run on this machine (time it on the device: " \
                   "fluidml-tvm bench --rpc-tracker)"
-        elif inputs is None:
-            why = "profiles need the model's own input shapes (no --input-shape)"
         else:
-            profiles = tuple(_profile(d, inputs, runs) for d in (ours, Path(tmp) / "tvm"))
+            profiles = tuple(_profile(d, runs) for d in (ours, Path(tmp) / "tvm"))
             clock.lap("profile")
     return BuildComparison(
         model=str(model), target=str(target.target), command=command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -104,6 +100,8 @@ def _tvm_default_build(model, target, input_shapes, directory: Path):
     return default_build_plan(lowered["module"]), info
 
 
-def _profile(directory: Path, inputs, runs: int) -> Profile:
+def _profile(directory: Path, runs: int) -> Profile:
+    """The profile of an artifact on random inputs of its shapes (the same seed, so the same for both builds)."""
     with load(directory) as model:
-        return profile(model, inputs, runs)
+        inputs = random_tensors([(s.name, s.shape, s.dtype) for s in model.manifest.inputs])
+        return profile(model, list(inputs.values()), runs)
