@@ -4,9 +4,10 @@ Timing every call inside an inference through the VM's instrument hook
 counts the hook (a Python call, about a microsecond each way) as kernel
 time, which on a ~1 ms model is most of it.  Instead, each kernel is run
 alone by TVM's C++ time evaluator on copies of the arguments it got in one
-inference; the VM's own work (dispatch, allocation, shape checks) is
-measured by itself, with every kernel skipped; and what neither explains
-is a row of its own.  Nothing is scaled to make the parts add up.
+inference, the caches set before each run as an inference leaves them
+(:func:`_caches_as_in_an_inference`); the VM's own work (dispatch,
+allocation, shape checks) is measured by itself, with every kernel skipped;
+and what neither explains is a row of its own.  Nothing is scaled to make the parts add up.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import statistics
 import struct
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import threads
 from .library import tvm_ffi
 from .model import _aligned
 
@@ -26,6 +31,8 @@ LEFTOVER = "(VM: dispatch, allocation, checks)"
 UNEXPLAINED = "(not explained: kernels in sequence vs alone, noise)"
 _SKIP_RUN = 1  # the VM instrument's answer that skips the call (TVM's kSkipRun)
 _KDL_CPU = 1
+ALONE_REPEATS = 21
+_PREPROC = "fluidml_tvm.profile.as_in_an_inference"
 
 
 @dataclass(frozen=True)
@@ -115,20 +122,62 @@ def _kernels_alone(model, inputs) -> list[KernelTime]:
             # that writes over its input must not change what the rest of the run reads.
             copies = [_copy(a) for a in args]
             module = next(m for m in modules if m.implements_function(name))
-            # 5 repeats of at least 1 ms each (TVM raises the number of runs per repeat).
-            timer = evaluator(module, name, _KDL_CPU, 0, 1, 5, 1, 0, 0, 1, 0, "")
+            # One run per repeat: run back to back, a kernel finds its weights in the core's
+            # cache, which it never does in an inference (warm: 0.73-0.84 of the latency;
+            # flushed to memory: 1.10-1.27, scripts/bench_profile.py).
+            timer = evaluator(module, name, _KDL_CPU, 0, 1, ALONE_REPEATS, 0, 0, 0, 1, 0, preprocessor)
             raw = bytes(timer(*copies))
             seconds[name] += statistics.median(struct.unpack(f"{len(raw) // 8}d", raw))
             calls[name] += 1
         return 0
 
-    model.set_instrument(time_alone)
-    try:
-        model(*inputs)
-    finally:
-        model.set_instrument(None)
+    with _caches_as_in_an_inference() as preprocessor:
+        model.set_instrument(time_alone)
+        try:
+            model(*inputs)
+        finally:
+            model.set_instrument(None)
     rows = [KernelTime(n, calls[n], seconds[n]) for n in seconds]
     return sorted(rows, key=lambda r: -r.seconds)
+
+
+def _private_cache_bytes() -> int:
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if int((index / "level").read_text()) <= 2:
+                text = (index / "size").read_text().strip()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                sizes.append(int(text.rstrip("KM")) * scale)
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=2 << 20)
+
+
+def _evict(scratch):
+    scratch[::64] += 1
+
+
+@contextmanager
+def _caches_as_in_an_inference():
+    """Register the time evaluator's preprocessor that leaves the caches as an inference would.
+
+    In an inference a kernel's input was just written by its producer (in the
+    core's cache) while its weights were last read an inference ago (in the
+    shared cache at best): before each run every pool thread overwrites its
+    core's private caches, then the first argument is read back.
+    """
+    count = threads.use_all_cores()
+    scratch = [np.zeros(2 * _private_cache_bytes(), np.uint8) for _ in range(count)]
+    with ThreadPoolExecutor(count) as pool:
+
+        def preprocess(*args):
+            list(pool.map(_evict, scratch))
+            if isinstance(args[0], tvm_ffi.Tensor):
+                np.from_dlpack(args[0]).sum()
+
+        tvm_ffi.register_global_func(_PREPROC, preprocess, override=True)
+        yield _PREPROC
 
 
 def _copy(value):
