@@ -23,7 +23,7 @@ board: | $(BIN)/python
 	PYTHON=$(BIN)/python scripts/setup_aarch64_board.sh || [ "$$CI" != true ]
 
 test: $(VENV)/.installed-test board
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # Re-run the notebooks and commit them with their outputs (tutorial 03 runs on the emulated board).
 tutorials: $(VENV)/.installed-test board
