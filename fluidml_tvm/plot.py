@@ -21,11 +21,11 @@ def plot_memory_timeline(plan, path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     mib = 2**20
-    for name, nbytes, start, end, buffer, storage, offset in plan.tensors:
-        color = "tab:orange" if buffer != name else "tab:blue"
-        ax.add_patch(Rectangle((start / SLOTS, offset / mib), (end - start + 1) / SLOTS, nbytes / mib,
+    for t in plan.tensors:
+        color = "tab:orange" if t.buffer != t.name else "tab:blue"
+        ax.add_patch(Rectangle((t.start / SLOTS, t.offset / mib), (t.end - t.start + 1) / SLOTS, t.nbytes / mib,
                                facecolor=color, edgecolor="black", linewidth=0.3, alpha=0.8))
-    last = max((t[3] for t in plan.tensors), default=1) / SLOTS + 1
+    last = max((t.end for t in plan.tensors), default=1) / SLOTS + 1
     ax.axhline(plan.arena_bytes / mib, color="tab:green", label=f"arena {plan.arena_bytes / mib:.2f} MiB")
     ax.axhline(plan.tvm_planner_bytes / mib, color="tab:red", linestyle="--",
                label=f"TVM planner {plan.tvm_planner_bytes / mib:.2f} MiB")
@@ -76,8 +76,8 @@ def plot_plans(tvm_plan, plan, path) -> dict:
     base, top = {}, 0
     for storage, nbytes in tvm_plan.storages.items():
         base[storage], top = top, top + nbytes
-    tvm_boxes = [(name, nbytes, start, end, base[storage]) for name, nbytes, start, end, storage in tvm_plan.tensors]
-    our_boxes = [(name, nbytes, start, end, offset) for name, nbytes, start, end, _, _, offset in plan.tensors]
+    tvm_boxes = [(t.name, t.nbytes, t.start, t.end, base[t.storage]) for t in tvm_plan.tensors]
+    our_boxes = [(t.name, t.nbytes, t.start, t.end, t.offset) for t in plan.tensors]
     height = max(tvm_plan.planner_bytes, plan.arena_bytes, 1) * 1.12 / mib
     width = max([b[3] for b in tvm_boxes + our_boxes] + [SLOTS]) / SLOTS + 1
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
@@ -130,12 +130,12 @@ def plot_plans(tvm_plan, plan, path) -> dict:
     return facts
 
 
-def _live_curve(boxes):
-    """Steps and live bytes of ``(nbytes, start, end)`` boxes, as a step function in binding steps."""
+def _live_curve(tensors):
+    """Steps and live bytes of tensors (``nbytes``, ``start``, ``end``), as a step function in binding steps."""
     events: dict = {}
-    for nbytes, start, end in boxes:
-        events[start] = events.get(start, 0) + nbytes
-        events[end + 1] = events.get(end + 1, 0) - nbytes
+    for t in tensors:
+        events[t.start] = events.get(t.start, 0) + t.nbytes
+        events[t.end + 1] = events.get(t.end + 1, 0) - t.nbytes
     xs, ys, live = [0.0], [0], 0
     for t in sorted(events):
         live += events[t]
@@ -150,11 +150,11 @@ def plot_live_bytes(tvm_plan, plan, path) -> dict:
     mib = 2**20
     fig, ax = plt.subplots(figsize=(10, 4))
     facts = {}
-    for key, boxes, color, what in (
-        ("tvm", [(t[1], t[2], t[3]) for t in tvm_plan.tensors], "tab:red", "TVM default build"),
-        ("fluidml", [(t[1], t[2], t[3]) for t in plan.tensors], "tab:blue", "fluidml-tvm"),
+    for key, tensors, color, what in (
+        ("tvm", tvm_plan.tensors, "tab:red", "TVM default build"),
+        ("fluidml", plan.tensors, "tab:blue", "fluidml-tvm"),
     ):
-        xs, ys = _live_curve(boxes)
+        xs, ys = _live_curve(tensors)
         ax.step(xs, [y / mib for y in ys], where="post", color=color, label=f"{what} (peak {max(ys) / mib:.2f} MiB)")
         facts[key] = {"peak_bytes": max(ys), "points": len(xs)}
     ax.set_xlabel("step (binding index, each build in its own order)")

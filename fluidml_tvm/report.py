@@ -10,7 +10,7 @@ from tvm import relax
 
 from .analysis.layout_kernels import recorded_folds
 from .analysis.liveness import function_liveness
-from .analysis.memory_plan import PLAN_ATTR, plan_function
+from .analysis.memory_plan import plan_function, recorded_plan
 from .analysis.scratch import scratch_by_callee
 from .analysis.weight_layouts import recorded_layouts
 from .frontend.onnx_labels import is_generated
@@ -32,7 +32,7 @@ class FunctionReport:
     kernel_scratch_left_bytes: int  # the same, in the planned build (what was not lifted)
     strategy: str
     status: str  # "optimal" (proved for this order and these lifetimes) or the gap to the bound
-    tensors: list = field(default_factory=list)  # [name, bytes, start, end, buffer, storage, offset]
+    tensors: list = field(default_factory=list)  # PlannedTensor
     inplace: list = field(default_factory=list)
     unplanned: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)  # tensor -> the value written there (named after its ONNX node)
@@ -93,11 +93,9 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
     same_tensors = tvm_lowered if same_tensors is None else same_tensors
     report = MemoryReport(plan_seconds=plan_seconds)
     for gv, func in planned.functions.items():
-        if not isinstance(func, relax.Function) or not (func.attrs and PLAN_ATTR in func.attrs):
-            continue
-        plan = json.loads(str(func.attrs[PLAN_ATTR]))
-        if not plan["tensors"] and not plan["unplanned"]:
-            continue  # nothing allocated (e.g. a constant function)
+        plan = recorded_plan(func) if isinstance(func, relax.Function) else None
+        if plan is None or (not plan.tensors and not plan.unplanned):
+            continue  # not planned, or nothing allocated (e.g. a constant function)
         name = gv.name_hint
         tvm_order, _ = plan_function(same_tensors, same_tensors[name], name, inplace=False)
         tvm_storages = function_liveness(tvm_planned[name]).storages
@@ -106,19 +104,19 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
         left = scratch_by_callee(planned, liveness)
         report.functions[name] = FunctionReport(
             function=name,
-            arena_bytes=plan["arena_bytes"],
-            live_set_lower_bound=plan["live_set_lower_bound"],
-            proved_bound=plan["proved_bound"],
+            arena_bytes=plan.arena_bytes,
+            live_set_lower_bound=plan.live_set_lower_bound,
+            proved_bound=plan.proved_bound,
             tvm_order_lower_bound=tvm_order.live_set_lower_bound,
             tvm_planner_bytes=sum(v or 0 for v in tvm_storages.values()),
-            no_reuse_bytes=plan["no_reuse_bytes"],
+            no_reuse_bytes=plan.no_reuse_bytes,
             tvm_kernel_scratch_bytes=max(tvm_scratch.values(), default=0),
             kernel_scratch_left_bytes=max(left.values(), default=0),
-            strategy=plan["strategy"],
-            status=plan["status"],
-            tensors=plan["tensors"],
-            inplace=plan["inplace"],
-            unplanned=plan["unplanned"],
+            strategy=plan.strategy,
+            status=plan.status,
+            tensors=plan.tensors,
+            inplace=[list(p) for p in plan.inplace],
+            unplanned=plan.unplanned,
             values=named_values(liveness),
             kernels=kernel_values(liveness),
             layouts=recorded_layouts(func),
@@ -127,13 +125,24 @@ def memory_report(planned: tvm.IRModule, tvm_lowered: tvm.IRModule, plan_seconds
     return report
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """A tensor of TVM's default build: ``start``/``end`` as in PlannedTensor, in one of TVM's storages."""
+
+    name: str
+    nbytes: int
+    start: int
+    end: int
+    storage: str
+
+
 @dataclass
 class DefaultBuildPlan:
     """TVM's default build of a function: one storage per group of tensors StaticPlanBlockMemory shares."""
 
     function: str
     storages: dict  # storage -> bytes, in the order first used
-    tensors: list  # [name, bytes, start, end, storage]
+    tensors: list  # StoredTensor
     values: dict  # tensor -> the value written there
     kernels: dict  # kernel -> the values its calls write
     live_set_lower_bound: int  # over TVM's order: no placement of these tensors in this order needs less
@@ -150,9 +159,9 @@ def default_build_plan(planned: tvm.IRModule, name: str = "main") -> DefaultBuil
     tensors = []
     for alloc in sorted(liveness.allocs.values(), key=lambda a: liveness.lifetimes[a.name]):
         if alloc.storage is not None and liveness.storages.get(alloc.storage) is not None and alloc.nbytes:
-            tensors.append([alloc.name, alloc.nbytes, *liveness.lifetimes[alloc.name], alloc.storage])
-    order = list(dict.fromkeys(t[4] for t in tensors))
-    bound = live_set_peak([Interval(t[0], t[1], t[2], t[3]) for t in tensors])
+            tensors.append(StoredTensor(alloc.name, alloc.nbytes, *liveness.lifetimes[alloc.name], alloc.storage))
+    order = list(dict.fromkeys(t.storage for t in tensors))
+    bound = live_set_peak([Interval(t.name, t.nbytes, t.start, t.end) for t in tensors])
     scratch = scratch_by_callee(planned, liveness)
     return DefaultBuildPlan(name, {s: liveness.storages[s] for s in order}, tensors, named_values(liveness),
                             kernel_values(liveness), bound, max(scratch.values(), default=0))

@@ -1,5 +1,6 @@
 """FluidMLPlan in users' pipelines: where it may go, and what it gives."""
 
+import json
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ from tvm.script import relax as R
 
 import fluidml_tvm
 from fluidml_tvm.targets import resolve_target
+from fluidml_tvm.analysis.memory_plan import FunctionMemoryPlan, plan_function, recorded_plan
 from fluidml_tvm.analysis.validate import validate_function
 from fluidml_tvm.transform import FluidMLPlan, PipelinePlacementError, PlanMemory
 
@@ -112,6 +114,21 @@ def test_one_arena_and_in_place_softmax():
     assert plan.arena_bytes <= plan.tvm_order_lower_bound
     assert plan.kernel_scratch_left_bytes < plan.tvm_kernel_scratch_bytes
     assert_close(run_vm(ex.executable, inputs()), reference(), rel=1e-5)
+
+
+def test_the_recorded_plan_is_the_plan_that_was_made():
+    lowered = run_stages(Block, "fuse", "lower")
+    plan, liveness = plan_function(lowered, lowered["main"], "main")
+    with TARGET:
+        planned = PlanMemory(TARGET)(lowered)
+    recorded = recorded_plan(planned["main"])
+    assert recorded == plan and recorded.tensors and recorded.storages  # every field
+    assert recorded.arena_bytes == plan.arena_bytes and recorded.status == plan.status
+    assert recorded_plan(lowered["main"]) is None
+
+    with_inplace = recorded_plan(fluidml_tvm.compile(Block, TARGET).module["main"])
+    assert with_inplace.inplace and all(isinstance(pair, tuple) for pair in with_inplace.inplace)
+    assert FunctionMemoryPlan.from_json(json.loads(json.dumps(with_inplace.to_json()))) == with_inplace
 
 
 def test_opencl_targets_reuse_whole_buffers_without_offsets():

@@ -6,7 +6,6 @@ and leaves texture scopes to TVM, and that the OpenCL source is written beside
 the library, linked for Android with a stand-in for the NDK's compiler.
 """
 
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import tvm
 from tvm import relax, tirx
 
 import fluidml_tvm
-from fluidml_tvm.analysis.memory_plan import PLAN_ATTR
+from fluidml_tvm.analysis.memory_plan import recorded_plan
 from fluidml_tvm.analysis.schedule_rules import binds_threads, schedule_rules
 from fluidml_tvm.pipeline import stages
 from fluidml_tvm.schedule.gpu import FALLBACK, WINDOW
@@ -78,10 +77,10 @@ def test_gpu_build_schedules_every_heavy_kernel_and_writes_the_opencl_source(mod
     if preset == "adreno-texture":
         assert "adreno.Conv2d" in heavy.values() and WINDOW in heavy.values()
 
-    plan = json.loads(str(result.module["main"].attrs[PLAN_ATTR]))
-    assert plan["storages"] and all(scope == "global" for _, _, scope in plan["storages"])
-    assert all(offset in (None, 0) for *_, offset in plan["tensors"])  # OpenCL: whole buffers only
-    left = [why for why in plan["unplanned"].values() if "texture" in why]
+    plan = recorded_plan(result.module["main"])
+    assert plan.storages and all(s.scope == "global" for s in plan.storages)
+    assert all(t.offset == 0 for t in plan.tensors)  # OpenCL: whole buffers only
+    left = [why for why in plan.unplanned.values() if "texture" in why]
     assert bool(left) == (preset == "adreno-texture")  # texture tensors are TVM's to allocate
 
     library = tmp_path / "model.so"

@@ -1,6 +1,5 @@
 """ScheduleKernels: every fused kernel gets a default schedule, results unchanged, plans still valid."""
 
-import json
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from fluidml_tvm.pipeline import stages
 from fluidml_tvm.schedule import SCHEDULED_ATTR, is_scheduled
 from fluidml_tvm.transform.expand_integer_power import ExpandIntegerPower
 from fluidml_tvm.transform.pack_weights import PackWeights
-from fluidml_tvm.analysis.memory_plan import PLAN_ATTR
+from fluidml_tvm.analysis.memory_plan import recorded_plan
 from fluidml_tvm.analysis.schedule_rules import schedule_rules
 from fluidml_tvm.transform.schedule_kernels import ScheduleKernels
 
@@ -130,7 +129,7 @@ def test_already_scheduled_kernels_are_skipped():
 
 
 def _arena_bytes(final) -> int:
-    return json.loads(final["main"].attrs[PLAN_ATTR])["arena_bytes"]
+    return recorded_plan(final["main"]).arena_bytes
 
 
 def test_example_model_scheduled_matches_and_memory_plan_validates():

@@ -35,7 +35,7 @@ def test_bounded_dimension_is_planned_at_its_bound():
     result = fluidml_tvm.compile(module(bound=32), TARGET, validate=True)
     plan = result.report["main"]
     assert plan.tensors and not any("size" in r for r in plan.unplanned.values())
-    assert all(t[1] == 32 * 16 * 4 for t in plan.tensors if not t[0].startswith("scratch"))
+    assert all(t.nbytes == 32 * 16 * 4 for t in plan.tensors if not t.name.startswith("scratch"))
     x = np.random.default_rng(0).standard_normal((20, 16)).astype("float32")
     expected = run_vm(tvm.compile(module(), TARGET, relax_pipeline=relax.get_default_pipeline(TARGET)), [x])
     assert_close(run_vm(result.executable, [x]), expected, rel=1e-5)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..memory.plan import Interval, StorageSpec, live_set_peak
 from ..memory.planners import best_arena, get_planner, shared_buffers
@@ -54,6 +55,31 @@ class FunctionMemoryPlan:
     def placements(self, liveness) -> dict:
         """``relax.Var -> (storage, offset)`` for the arena rewrite."""
         return {liveness.alloc_vars[t.name]: (t.storage, t.offset) for t in self.tensors}
+
+    def to_json(self) -> dict:
+        """The plan as JSON-able data, with its derived figures (arena bytes, status) for readers."""
+        return {**asdict(self), "inplace": [list(p) for p in self.inplace],
+                "arena_bytes": self.arena_bytes, "status": self.status}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FunctionMemoryPlan":
+        return cls(function=data["function"], tensors=[PlannedTensor(**t) for t in data["tensors"]],
+                   storages=[StorageSpec(**s) for s in data["storages"]], strategy=data["strategy"],
+                   inplace=[tuple(p) for p in data["inplace"]], unplanned=data["unplanned"],
+                   live_set_lower_bound=data["live_set_lower_bound"], no_reuse_bytes=data["no_reuse_bytes"],
+                   proved_bound=data["proved_bound"])
+
+
+def recorded_plan(func) -> FunctionMemoryPlan | None:
+    """The plan PlanMemory recorded on ``func`` (None if it planned none)."""
+    if func.attrs is None or PLAN_ATTR not in func.attrs:
+        return None
+    return FunctionMemoryPlan.from_json(json.loads(str(func.attrs[PLAN_ATTR])))
+
+
+def record_plan(func, plan: FunctionMemoryPlan):
+    """``func`` with ``plan`` recorded as its PLAN_ATTR attribute."""
+    return func.with_attr(PLAN_ATTR, json.dumps(plan.to_json()))
 
 
 def plan_status(arena_bytes: int, bound: int) -> str:

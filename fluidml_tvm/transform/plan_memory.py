@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import tvm
 from tvm import relax
 
-from ..analysis.memory_plan import PLAN_ATTR, plan_function
+from ..analysis.memory_plan import PLAN_ATTR, plan_function, record_plan
 from ..analysis.phase import require_lowered
 from ..analysis.validate import validate_function
 from ..rewrite.arena import rewrite_function
@@ -46,24 +44,9 @@ class PlanMemory:
                                            inplace=self.inplace, offsets=offsets,
                                            solve_seconds=self.solve_seconds)
             new_func = rewrite_function(func, plan.placements(liveness), plan.storages) if plan.tensors else func
-            new_func = new_func.with_attr(PLAN_ATTR, json.dumps(plan_to_json(plan)))
+            new_func = record_plan(new_func, plan)
             if self.validate:
                 validate_function(mod, new_func, gv.name_hint)
             updates[gv] = new_func
         return with_functions(mod, updates)
 
-
-def plan_to_json(plan) -> dict:
-    return {
-        "function": plan.function,
-        "strategy": plan.strategy,
-        "arena_bytes": plan.arena_bytes,
-        "live_set_lower_bound": plan.live_set_lower_bound,
-        "proved_bound": plan.proved_bound,
-        "status": plan.status,
-        "no_reuse_bytes": plan.no_reuse_bytes,
-        "storages": [[s.nbytes, s.device_index, s.scope] for s in plan.storages],
-        "tensors": [[t.name, t.nbytes, t.start, t.end, t.buffer, t.storage, t.offset] for t in plan.tensors],
-        "inplace": [list(p) for p in plan.inplace],
-        "unplanned": plan.unplanned,
-    }
