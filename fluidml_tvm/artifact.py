@@ -65,6 +65,22 @@ class ArtifactInfo:
     weights: list[np.ndarray]  # final weights, in the order main takes them after the inputs
 
 
+@dataclass
+class Deployable:
+    """A module ready to compile for an artifact: weight transforms run, ``main`` taking the final
+    weights (or bound to them), stamped with its fingerprint."""
+
+    module: tvm.IRModule
+    target: tvm.target.Target
+    weights: list[np.ndarray]
+    entries: list  # the weight table of the manifest
+    size: int  # bytes of weights.bin
+    graph: str  # structural hash of ``module`` before compilation
+    inputs: tuple
+    stamp: str
+    embed_weights: bool
+
+
 def export_artifact(
     mod: tvm.IRModule,
     params: Mapping[str, np.ndarray] | Sequence[np.ndarray],
@@ -73,9 +89,33 @@ def export_artifact(
     relax_pipeline: tvm.transform.Pass | None = None,
     embed_weights: bool = False,
     fcompile: Callable | None = None,
-    compiled: Callable[[], None] | None = None,
 ) -> ArtifactInfo:
     """Compile ``mod`` for ``target`` and write the artifact directory ``path``.
+
+    Parameters
+    ----------
+    mod, params, embed_weights
+        As for :func:`prepare_deploy`.
+    relax_pipeline
+        Compiles ``main``; default ``relax.get_default_pipeline(target)``.
+    fcompile
+        Linker for ``export_library``, e.g. ``tvm.support.cc.cross_compiler(
+        "aarch64-linux-gnu-gcc")`` for an aarch64 target.
+    """
+    check_artifact_path(path)  # before the build, not after it
+    deployable = prepare_deploy(mod, params, target, embed_weights)
+    pipeline = relax_pipeline or relax.get_default_pipeline(deployable.target)
+    executable = tvm.compile(deployable.module, deployable.target, relax_pipeline=pipeline)
+    return write_artifact(deployable, executable, path, fcompile)
+
+
+def prepare_deploy(
+    mod: tvm.IRModule,
+    params: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+    target: str | dict | tvm.target.Target,
+    embed_weights: bool = False,
+) -> Deployable:
+    """Run ``mod``'s weight transforms once, here, and stamp what is left with its fingerprint.
 
     Parameters
     ----------
@@ -87,19 +127,9 @@ def export_artifact(
     params
         The weights: a list in ``main``'s parameter order (``detach_params(mod)[1]["main"]``)
         or a dict keyed by parameter name.
-    relax_pipeline
-        Compiles ``main``; default ``relax.get_default_pipeline(target)``.
     embed_weights
         Bind the weights as constants in the library instead of writing ``weights.bin``.
-    fcompile
-        Linker for ``export_library``, e.g. ``tvm.support.cc.cross_compiler(
-        "aarch64-linux-gnu-gcc")`` for an aarch64 target.
-    compiled
-        Called once the library is compiled, before anything is written (the command line's progress).
     """
-    directory = Path(path)
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"artifact path {directory} exists and is not a directory")
     target = resolve_target(target)
     num_input = int(mod["main"].attrs["num_input"])
     arrays = _ordered_params(mod["main"].params[num_input:], params)
@@ -126,11 +156,13 @@ def export_artifact(
     inputs = tuple(_spec(v) for v in main.params[:num_input])
     stamp = fingerprint(graph, str(target), inputs, entries)
     deploy[FINGERPRINT_FUNCTION] = _constant_function(FINGERPRINT_FUNCTION, stamp)
-    pipeline = relax_pipeline or relax.get_default_pipeline(target)
-    executable = tvm.compile(deploy, target, relax_pipeline=pipeline)
-    if compiled is not None:
-        compiled()
+    return Deployable(deploy, target, weights, entries, size, graph, inputs, stamp, embed_weights)
 
+
+def write_artifact(deployable: Deployable, executable, path: str | Path, fcompile: Callable | None = None) -> ArtifactInfo:
+    """Write ``executable`` (compiled from ``deployable.module``) and its weights as the artifact ``path``."""
+    directory = check_artifact_path(path)
+    d = deployable
     directory.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(directory / LIBRARY_FILE) as temp:
         executable.export_library(str(temp), fcompile=fcompile)
@@ -140,23 +172,30 @@ def export_artifact(
         finally:
             os.close(fd)
     write_device_source(executable, directory / LIBRARY_FILE)
-    if not embed_weights:
-        write_weights(directory / WEIGHTS_FILE, entries, weights, stamp, size)
+    if not d.embed_weights:
+        write_weights(directory / WEIGHTS_FILE, d.entries, d.weights, d.stamp, d.size)
     manifest = Manifest(
-        fingerprint=stamp,
-        graph=graph,
-        target=str(target),
+        fingerprint=d.stamp,
+        graph=d.graph,
+        target=str(d.target),
         library=LIBRARY_FILE,
         library_sha256=library_sha256,
-        inputs=inputs,
-        weights=tuple(entries),
-        weights_file=None if embed_weights else WEIGHTS_FILE,
-        weights_bytes=0 if embed_weights else size,
+        inputs=d.inputs,
+        weights=tuple(d.entries),
+        weights_file=None if d.embed_weights else WEIGHTS_FILE,
+        weights_bytes=0 if d.embed_weights else d.size,
     )
     manifest.save(directory)  # last: until now the directory held the old manifest
-    if embed_weights:
+    if d.embed_weights:
         (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
-    return ArtifactInfo(directory, manifest, executable, weights)
+    return ArtifactInfo(directory, manifest, executable, d.weights)
+
+
+def check_artifact_path(path: str | Path) -> Path:
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"artifact path {directory} exists and is not a directory")
+    return directory
 
 
 # The file suffix of each device code kind whose source is written beside a library.

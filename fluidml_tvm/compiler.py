@@ -10,7 +10,7 @@ import tvm
 
 from .frontend import onnx_to_relax
 from .options import BuildOptions
-from .pipeline import stages
+from .pipeline import codegen_stages, stages
 from .report import MemoryReport, memory_report
 from .runtime.threads import use_all_cores
 from .targets import describe
@@ -52,10 +52,10 @@ def compile(model, target="host", options: BuildOptions | None = None, *, input_
     use_all_cores()  # the executable is usually run in this process
     mod = model if isinstance(model, tvm.IRModule) else onnx_to_relax(model, input_shape_overrides=input_shapes)[0]
     clock.lap("import")
-    pipeline, built = planning_pipeline(target, options, report=report, clock=clock)
-    executable = tvm.compile(mod, target.target, relax_pipeline=pipeline)
+    planned = plan_module(mod, target, options, report=report, clock=clock)
+    executable = compile_planned(planned.module, target)
     clock.lap("codegen")
-    return CompileResult(executable, built["module"], built["report"], target.target)
+    return CompileResult(executable, planned.module, planned.report, target.target)
 
 
 def export(model, path, target="host", options: BuildOptions | None = None, *, input_shapes: dict | None = None,
@@ -66,22 +66,25 @@ def export(model, path, target="host", options: BuildOptions | None = None, *, i
     into it with ``embed_weights``). ``options``, ``keywords`` and ``progress``
     as for :func:`compile`. Returns ``(ArtifactInfo, MemoryReport)``.
     """
-    from .artifact import export_artifact
+    from .artifact import check_artifact_path, prepare_deploy, write_artifact
 
     target = describe(target)
     options = BuildOptions.of(options, **keywords)
+    check_artifact_path(path)
     clock = StageClock(progress)
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
     clock.lap("import")
-    # Weight re-layouts must precede LiftTransformParams (in export_artifact) to happen once.
+    # Weight re-layouts must precede LiftTransformParams (in prepare_deploy) to happen once.
     with target.target:
         mod = tvm.transform.Sequential(stages(target, options)["pack"])(mod)
-    pipeline, built = planning_pipeline(target, options, pack=False, clock=clock)
     # detach_params leaves no "main" entry for a model without weights
-    info = export_artifact(mod, params.get("main", []), target, path, relax_pipeline=pipeline,
-                           embed_weights=embed_weights, fcompile=fcompile, compiled=lambda: clock.lap("codegen"))
+    deployable = prepare_deploy(mod, params.get("main", []), target.target, embed_weights)
+    planned = plan_module(deployable.module, target, options, pack=False, clock=clock)
+    executable = compile_planned(planned.module, target)
+    clock.lap("codegen")
+    info = write_artifact(deployable, executable, path, fcompile)
     clock.lap("export")
-    return info, built["report"]
+    return info, planned.report
 
 
 # The stages a build reports to ``progress``, in order: "layouts" is weight packing and fusion
@@ -106,39 +109,50 @@ class StageClock:
         return seconds
 
 
-def planning_pipeline(target, options: BuildOptions | None = None, *, report: bool = True, pack: bool = True,
-                      clock: StageClock | None = None, **keywords):
-    """The FluidML pipeline as one pass, and a dict it fills with the planned module and report.
+@dataclass
+class PlannedModule:
+    """The module with its memory planned (codegen_pipeline compiles it) and, if asked for, its report."""
 
-    The report needs the scheduled module before planning (TVM plans the same
-    kernels for comparison), so the stages run here one by one.
+    module: tvm.IRModule
+    report: MemoryReport | None
+
+
+def plan_module(mod: tvm.IRModule, target, options: BuildOptions | None = None, *, report: bool = True,
+                pack: bool = True, clock: StageClock | None = None, **keywords) -> PlannedModule:
+    """Run FluidML's stages on ``mod`` up to the memory plan (``pack`` too, unless already run).
+
+    The stages run one by one because the report needs the scheduled module
+    before planning: TVM plans the same kernels for comparison.
     """
     target = describe(target)
     options = BuildOptions.of(options, **keywords)
     parts = stages(target, options)
     clock = clock or StageClock(None)
-    built: dict = {"module": None, "report": None}
-
-    @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.planning_pipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target.target:
-            early = parts["pack"] if pack else []
-            fused = tvm.transform.Sequential(early + parts["fuse"])(mod)
-            clock.lap("layouts")
-            fused = tvm.transform.Sequential(parts["tuned"] + parts["schedule"])(fused)
-            clock.lap("schedules")
-            start = time.perf_counter()
-            planned = tvm.transform.Sequential(parts["plan"])(fused)
-            seconds = time.perf_counter() - start
-            if report:
-                tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
-                same = LiftKernelScratch()(tvm_lowered) if options.scratch else None
-                built["report"] = memory_report(planned, tvm_lowered, seconds, same)
-            built["module"] = planned
-            clock.lap("planning")
-            return tvm.transform.Sequential(parts["lower"] + parts["finalize"])(planned)
-
-    return _pipeline, built
+    with target.target:
+        early = parts["pack"] if pack else []
+        fused = tvm.transform.Sequential(early + parts["fuse"])(mod)
+        clock.lap("layouts")
+        fused = tvm.transform.Sequential(parts["tuned"] + parts["schedule"])(fused)
+        clock.lap("schedules")
+        start = time.perf_counter()
+        planned = tvm.transform.Sequential(parts["plan"])(fused)
+        seconds = time.perf_counter() - start
+        memory = None
+        if report:
+            tvm_lowered = tvm.transform.Sequential(parts["lower"])(fused)
+            same = LiftKernelScratch()(tvm_lowered) if options.scratch else None
+            memory = memory_report(planned, tvm_lowered, seconds, same)
+        clock.lap("planning")
+    return PlannedModule(planned, memory)
 
 
-__all__ = ["compile", "export", "CompileResult", "planning_pipeline", "BuildOptions", "BUILD_STAGES"]
+def compile_planned(planned: tvm.IRModule, target) -> tvm.relax.VMExecutable:
+    """Compile a module :func:`plan_module` planned: TVM's dataflow lowering, finalization, codegen."""
+    target = describe(target)
+    parts = codegen_stages(target)
+    with target.target:
+        return tvm.compile(planned, target.target, relax_pipeline=tvm.transform.Sequential(parts["lower"] + parts["finalize"]))
+
+
+__all__ = ["compile", "export", "CompileResult", "PlannedModule", "plan_module", "compile_planned", "BuildOptions",
+           "BUILD_STAGES"]

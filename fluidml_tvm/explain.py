@@ -18,7 +18,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .artifact import export_artifact
+from .artifact import prepare_deploy, write_artifact
 from .compiler import StageClock, export
 from .frontend import onnx_to_relax, random_tensors
 from .options import BuildOptions
@@ -86,18 +86,13 @@ def _tvm_default_build(model, target, input_shapes, directory: Path):
     """TVM's plan of ``main`` and its artifact, from its default pipeline (the plan read from the very
     module the artifact is compiled from, so that kernel names match its profile)."""
     parts = tvm_default_stages(target)
-    lowered = {}
-
-    @tvm.transform.module_pass(opt_level=0, name="fluidml_tvm.keep_lowered")
-    def keep(mod, _ctx):
-        lowered["module"] = relax.transform.StaticPlanBlockMemory()(mod)
-        return mod
-
     mod, params = onnx_to_relax(model, input_shape_overrides=input_shapes, keep_params_in_input=True)
-    info = export_artifact(mod, params.get("main", []), target.target, directory,
-                           relax_pipeline=tvm.transform.Sequential(parts["lower"] + [keep] + parts["finalize"]),
-                           fcompile=target.cross_compiler)
-    return default_build_plan(lowered["module"]), info
+    deployable = prepare_deploy(mod, params.get("main", []), target.target)
+    with target.target:
+        lowered = tvm.transform.Sequential(parts["lower"])(deployable.module)
+        executable = tvm.compile(lowered, target.target, relax_pipeline=tvm.transform.Sequential(parts["finalize"]))
+    info = write_artifact(deployable, executable, directory, target.cross_compiler)
+    return default_build_plan(relax.transform.StaticPlanBlockMemory()(lowered)), info
 
 
 def _profile(directory: Path, runs: int) -> Profile:

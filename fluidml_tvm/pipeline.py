@@ -65,9 +65,15 @@ def stages(target, options: BuildOptions | None = None, *, measure=None, **keywo
             "plan": [FluidMLPlan(target, reorder=options.reorder, planner=options.planner, inplace=options.inplace,
                                  scratch=options.scratch, validate=options.validate,
                                  solve_seconds=options.solve_seconds)],
-            "lower": dataflow_lower_passes(target.target),
-            "finalize": pipe.finalize_passes(target.target),
+            **codegen_stages(target),
         }
+
+
+def codegen_stages(target) -> dict:
+    """The stages after the plan, TVM's own: ``"lower"`` (dataflow lowering) and ``"finalize"``."""
+    target = describe(target)
+    with target.target:
+        return {"lower": dataflow_lower_passes(target.target), "finalize": relax.pipeline.finalize_passes(target.target)}
 
 
 def get_pipeline(target, options: BuildOptions | None = None, **keywords) -> tvm.transform.Pass:
@@ -92,10 +98,11 @@ def tvm_default_stages(target) -> dict:
     dataflow lowering) and ``"finalize"``; fused calls keep their ONNX node names (NameFusedCalls),
     which changes no kernel. The baseline the report compares with."""
     target = describe(target)
+    codegen = codegen_stages(target)
     with target.target:
         return {"lower": relax.pipeline.library_dispatch_passes(target.target)
-                + _named_fusion(relax.pipeline.legalize_passes(target.target)) + dataflow_lower_passes(target.target),
-                "finalize": relax.pipeline.finalize_passes(target.target)}
+                + _named_fusion(relax.pipeline.legalize_passes(target.target)) + codegen["lower"],
+                "finalize": codegen["finalize"]}
 
 
 def _legalize_passes(target, fold_costs) -> list:
