@@ -11,6 +11,7 @@ from __future__ import annotations
 import tvm_ffi
 from tvm import relax, tirx
 
+from ..memory.plan import Interval, sharing_pairs
 from ..memory.sizes import ALIGNMENT
 from .liveness import function_liveness
 from .nests import SLOTS
@@ -38,24 +39,13 @@ def validate_function(mod, func: relax.Function, name: str = "main") -> int:
             errors.append(f"{a.name}: [{a.offset}, {a.offset + a.nbytes}) exceeds {a.storage} of {size} bytes")
     prim_funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
     calls = {c.step: c for c in live.calls}
-    by_storage: dict = {}
-    for a in placed:
-        if a.offset is not None and a.nbytes is not None:
-            by_storage.setdefault(a.storage, []).append(a)
-    for tensors in by_storage.values():
-        tensors.sort(key=lambda a: a.offset)
-        for i, a in enumerate(tensors):
-            for b in tensors[i + 1:]:
-                if b.offset >= a.offset + a.nbytes:
-                    break
-                (sa, ea), (sb, eb) = live.lifetimes[a.name], live.lifetimes[b.name]
-                if sa > eb or sb > ea:
-                    continue
-                if not _legal_inplace(a, b, live, calls, prim_funcs):
-                    errors.append(
-                        f"{a.name} [{a.offset}, {a.offset + a.nbytes}) live {sa}..{ea} overlaps "
-                        f"{b.name} [{b.offset}, {b.offset + b.nbytes}) live {sb}..{eb}"
-                    )
+    static = [(Interval(a.name, a.nbytes, *live.lifetimes[a.name]), a.storage, a.offset)
+              for a in placed if a.offset is not None and a.nbytes is not None]
+    allocs = live.allocs
+    for (ia, _, oa), (ib, _, ob) in sharing_pairs(static):
+        if not _legal_inplace(allocs[ia.name], allocs[ib.name], live, calls, prim_funcs):
+            errors.append(f"{ia.name} [{oa}, {oa + ia.nbytes}) live {ia.start}..{ia.end} overlaps "
+                          f"{ib.name} [{ob}, {ob + ib.nbytes}) live {ib.start}..{ib.end}")
     if errors:
         raise MemoryPlanError(f"invalid memory plan in {name}:\n  " + "\n  ".join(errors[:20]))
     return len(placed)

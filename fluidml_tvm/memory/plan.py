@@ -66,7 +66,7 @@ def live_set_peak(intervals) -> int:
 def conflicts(plan: MemoryPlan, intervals) -> list:
     """Every way ``plan`` can corrupt data: a buffer missing or outside its storage, or two
     buffers live at one step sharing a byte.  Empty when the plan is valid."""
-    errors, by_storage = [], {}
+    errors, placed = [], []
     for iv in intervals:
         if iv.name not in plan.placement:
             errors.append(f"{iv.name}: not placed")
@@ -74,13 +74,25 @@ def conflicts(plan: MemoryPlan, intervals) -> list:
         storage, offset = plan.placement[iv.name]
         if offset < 0 or offset + iv.nbytes > plan.storages[storage]:
             errors.append(f"{iv.name}: [{offset}, {offset + iv.nbytes}) outside storage {storage}")
-        by_storage.setdefault(storage, []).append((offset, iv))
-    for placed in by_storage.values():
-        placed.sort(key=lambda p: p[0])
-        for i, (offset, iv) in enumerate(placed):
-            for other_offset, other in placed[i + 1:]:
-                if other_offset >= offset + iv.nbytes:
-                    break
-                if iv.nbytes and other.nbytes and iv.overlaps(other):
-                    errors.append(f"{iv.name} and {other.name} are live together and share bytes")
+        placed.append((iv, storage, offset))
+    for (a, _, _), (b, _, _) in sharing_pairs(placed):
+        errors.append(f"{a.name} and {b.name} are live together and share bytes")
     return errors
+
+
+def sharing_pairs(placed) -> list:
+    """The pairs of ``(Interval, storage, offset)`` that are live at one step and share a byte
+    of one storage (empty buffers share nothing): what no valid plan has, but an in-place write."""
+    by_storage: dict = {}
+    for p in placed:
+        by_storage.setdefault(p[1], []).append(p)
+    pairs = []
+    for group in by_storage.values():
+        group.sort(key=lambda p: p[2])
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if b[2] >= a[2] + a[0].nbytes:
+                    break  # sorted by offset: no later buffer reaches into a
+                if a[0].nbytes and b[0].nbytes and a[0].overlaps(b[0]):
+                    pairs.append((a, b))
+    return pairs
