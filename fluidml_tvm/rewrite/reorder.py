@@ -14,5 +14,6 @@ def reorder_blocks(func: relax.Function, orders: dict) -> relax.Function:
             blocks.append(block)
         else:
             blocks.append(relax.DataflowBlock([block.bindings[j] for j in order]))
-    body = relax.SeqExpr(blocks, func.body.body)
+    # Normalized, so that the body carries its type as every Relax expression must.
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, func.body.body))
     return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
