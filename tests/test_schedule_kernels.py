@@ -128,6 +128,26 @@ def test_already_scheduled_kernels_are_skipped():
     assert out[gv].same_as(marked) and schedule_rules(out)[gv.name_hint] is None
 
 
+def test_rules_are_dlight_rules_and_a_bug_in_one_is_not_swallowed():
+    from tvm.s_tir import dlight as dl
+
+    from fluidml_tvm.schedule import CPURule, cpu_rules
+
+    assert all(isinstance(rule, dl.ScheduleRule) for rule in cpu_rules(TARGET))
+
+    class Broken(CPURule):
+        name = "broken"
+
+        def schedule(self, sch):
+            return {}["a bug"]
+
+    mod = module([(4, 8)], lambda bb, x: R.exp(x))
+    with TARGET:
+        legal = tvm.transform.Sequential(stages(TARGET)["fuse"])(mod)
+        with pytest.raises(KeyError, match="a bug"):
+            dl.ApplyDefaultSchedule(Broken(TARGET))(legal)
+
+
 def _arena_bytes(final) -> int:
     return recorded_plan(final["main"]).arena_bytes
 

@@ -10,6 +10,10 @@ from tvm import s_tir, tirx
 SPATIAL, REDUCE = 0, 2  # IterVar kinds
 
 
+class RuleDoesNotApply(Exception):
+    """Raised by a schedule rule that finds, part-way, that a kernel is not its kind."""
+
+
 @dataclass
 class Access:
     """Which block iter vars each index of one buffer access uses."""
@@ -48,12 +52,12 @@ def reads(sch: s_tir.Schedule, block) -> list[Access]:
 
 
 def extents(sch: s_tir.Schedule, loops) -> list[int]:
-    """Constant extents of ``loops``; ValueError on a symbolic one (rules then skip the kernel)."""
+    """Constant extents of ``loops``; RuleDoesNotApply on a symbolic one."""
     out = []
     for loop in loops:
         extent = sch.get(loop).extent
         if not isinstance(extent, tvm.tirx.IntImm):
-            raise ValueError(f"symbolic loop extent {extent}")
+            raise RuleDoesNotApply(f"symbolic loop extent {extent}")
         out.append(int(extent.value))
     return out
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ..targets import TargetDescription
-from .blocks import (divisor_at_most, extents, has_trivial_binding, inline_all_but_last, reads,
-                     single_reduction, vector_tile)
+from .blocks import (RuleDoesNotApply, divisor_at_most, extents, has_trivial_binding, inline_all_but_last,
+                     reads, single_reduction, vector_tile)
 
 
 def schedule_matmul(sch: s_tir.Schedule, target: TargetDescription) -> bool:
@@ -131,7 +131,7 @@ def _require_constant_extents(sch, block) -> None:
     either fail to vectorize or cover only part of each tile (wrong results)."""
     for loop in sch.get_loops(block):
         if not isinstance(sch.get(loop).extent, tirx.IntImm):
-            raise ValueError(f"epilogue loop of symbolic extent {sch.get(loop).extent}")
+            raise RuleDoesNotApply(f"epilogue loop of symbolic extent {sch.get(loop).extent}")
 
 
 def _vectorize_inner(sch, block) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import tvm
-from tvm import tirx
+from tvm.s_tir import dlight as dl
 
-from ..schedule import is_scheduled, schedule_function
+from ..schedule import cpu_rules
 from ..targets import describe
 
 
@@ -38,16 +38,6 @@ class ScheduleKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.target.cpu:
             return mod
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
-                continue
-            scheduled, rule = schedule_function(func, self.target, self.shared_row_nests)
-            if rule is not None:
-                updates[gv] = scheduled
-        if not updates:
-            return mod
-        out = tvm.IRModule(dict(mod.functions), mod.attrs)
-        for gv, func in updates.items():
-            out[gv] = func
-        return out
+        apply = dl.ApplyDefaultSchedule(*cpu_rules(self.target, self.shared_row_nests))
+        with self.target.target:  # dlight hands the target in scope to the rules; ours were given theirs
+            return apply(mod)
