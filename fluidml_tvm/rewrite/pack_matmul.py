@@ -138,5 +138,7 @@ class _PackMatmul(relax.PyExprMutator):
                 name_hint="packed_weight",
             )
             call = self.builder_.call_te(packed_matmul, x, packed, decision.n, primfunc_name_hint=PACKED_MATMUL)
-        new_var = self.builder_.emit(call, name_hint=binding.var.name)  # keeps its ONNX node name
+        # Same name (its ONNX node's), same kind: a dataflow block's output stays an output.
+        output = self.builder_.current_block_is_dataflow() and not isinstance(binding.var, relax.DataflowVar)
+        new_var = (self.builder_.emit_output if output else self.builder_.emit)(call, name_hint=binding.var.name)
         self.set_var_remap(binding.var, new_var)
