@@ -8,7 +8,7 @@ inferences each); outputs must agree (relative error <= 1e-5). A refactor
 should change nothing: the table shows the arena bytes and the latency ratio.
 
     python scripts/compare_commits.py OLD [NEW] [--models example gpt2-tiny minilm mobilenetv2]
-        [--target "llvm -mcpu=haswell -num-cores=2"] [--rounds 5] [--write]
+        [--target '{"kind": "llvm", "mcpu": "haswell", "num-cores": 2}'] [--rounds 5] [--write]
 
 The default target is a CPU both commits know by name (old commits keyed
 their shipped records by CPU name), so both builds read the same records.
@@ -32,7 +32,13 @@ from benchmarks_md import cpu_name, write_section  # noqa: E402
 
 MODELS = Path.home() / ".cache" / "fluidml-tvm" / "models"
 
-EXPORT = """
+# The venv's editable install of this checkout finds fluidml_tvm before PYTHONPATH does: drop its finder.
+UNEDITABLE = """
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+"""
+
+EXPORT = UNEDITABLE + """
 import json, sys
 import onnx, fluidml_tvm
 name, path, target = sys.argv[1:4]
@@ -42,10 +48,11 @@ if name == "example":
 else:
     model = onnx.load(sys.argv[4])
 info, report = fluidml_tvm.export(model, path, target)
+assert fluidml_tvm.__file__.startswith(sys.argv[5]), fluidml_tvm.__file__
 print(json.dumps({"arena_bytes": report["main"].arena_bytes}))
 """
 
-TIME = """
+TIME = UNEDITABLE + """
 import json, statistics, sys, time
 import numpy as np
 from fluidml_tvm import runtime
@@ -73,7 +80,8 @@ print(json.dumps({"seconds": statistics.median(times)}))
 
 def _run(tree: Path, code: str, *args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS", "2")}
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
+                          cwd=tree)  # not this checkout: -c puts the working directory first on sys.path
     if proc.returncode != 0:
         raise RuntimeError(f"{tree.name}: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,7 +92,7 @@ def main() -> None:
     ap.add_argument("old")
     ap.add_argument("new", nargs="?", default="HEAD")
     ap.add_argument("--models", nargs="+", default=["example", "gpt2-tiny", "minilm", "mobilenetv2"])
-    ap.add_argument("--target", default="llvm -mcpu=haswell -num-cores=2")
+    ap.add_argument("--target", default='{"kind": "llvm", "mcpu": "haswell", "num-cores": 2}')
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--write", action="store_true")
@@ -105,7 +113,7 @@ def main() -> None:
             arena, seconds = {}, {rev: [] for rev in commits}
             for rev, (sha, tree) in commits.items():
                 arena[rev] = _run(tree, EXPORT, name, work / f"{name}-{sha}", args.target,
-                                  MODELS / f"{name}.onnx")["arena_bytes"]
+                                  MODELS / f"{name}.onnx", tree)["arena_bytes"]
             for _ in range(args.rounds):
                 for rev, (sha, tree) in commits.items():
                     seconds[rev].append(_run(tree, TIME, work / f"{name}-{sha}", args.repeat,
