@@ -159,7 +159,8 @@ def prepare_deploy(
     return Deployable(deploy, target, weights, entries, size, graph, inputs, stamp, embed_weights)
 
 
-def write_artifact(deployable: Deployable, executable, path: str | Path, fcompile: Callable | None = None) -> ArtifactInfo:
+def write_artifact(deployable: Deployable, executable, path: str | Path,
+                   fcompile: Callable | None = None) -> ArtifactInfo:
     """Write ``executable`` (compiled from ``deployable.module``) and its weights as the artifact ``path``."""
     directory = check_artifact_path(path)
     d = deployable

@@ -111,7 +111,7 @@ class StageClock:
 
 @dataclass
 class PlannedModule:
-    """The module with its memory planned (codegen_pipeline compiles it) and, if asked for, its report."""
+    """The module with its memory planned (:func:`compile_planned` compiles it) and, if asked for, its report."""
 
     module: tvm.IRModule
     report: MemoryReport | None
@@ -150,8 +150,9 @@ def compile_planned(planned: tvm.IRModule, target) -> tvm.relax.VMExecutable:
     """Compile a module :func:`plan_module` planned: TVM's dataflow lowering, finalization, codegen."""
     target = describe(target)
     parts = codegen_stages(target)
+    codegen = tvm.transform.Sequential(parts["lower"] + parts["finalize"])
     with target.target:
-        return tvm.compile(planned, target.target, relax_pipeline=tvm.transform.Sequential(parts["lower"] + parts["finalize"]))
+        return tvm.compile(planned, target.target, relax_pipeline=codegen)
 
 
 __all__ = ["compile", "export", "CompileResult", "PlannedModule", "plan_module", "compile_planned", "BuildOptions",
